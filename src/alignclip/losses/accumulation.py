@@ -1,0 +1,53 @@
+"""Gradient accumulation that equals one big batch, for any loss (open_clip's feature-caching approach).
+
+Contrastive losses couple every row of a batch, so summing per-micro-batch losses is NOT the big-batch loss.
+Instead: embed all k micro-batches without a graph, then for each micro-batch re-embed it with a graph, splice
+its features into the cached full set, and backpropagate the full-batch loss; each pass carries the gradient of
+exactly its own rows, so the k passes add up to the big-batch gradient.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, ContextManager, Sequence
+
+import torch
+from torch import nn
+
+
+def _forward(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+    return model(batch["images"], batch["tokens"])
+
+
+def accumulated_backward(model: nn.Module, loss_fn: nn.Module, micro_batches: Sequence[dict[str, torch.Tensor]],
+                         backward: Callable[[torch.Tensor], None] | None = None,
+                         autocast: Callable[[], ContextManager] = contextlib.nullcontext,
+                         ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Backpropagate the loss of the concatenated micro-batches; returns (detached loss terms, last model output).
+
+    `model` may be DDP-wrapped: gradient sync is skipped on all but the last pass. `backward` replaces
+    `loss.backward()` (e.g. a GradScaler's scale), `autocast` wraps the forward passes.
+    """
+    if not micro_batches:
+        raise ValueError("accumulated_backward needs at least one micro-batch")
+    backward = backward or (lambda loss: loss.backward())
+    with torch.no_grad(), autocast():
+        cached = [_forward(model, mb) for mb in micro_batches]
+    images = [out["image_features"] for out in cached]
+    texts = [out["text_features"] for out in cached]
+    semantic = None
+    if micro_batches[0].get("semantic_features") is not None:
+        semantic = torch.cat([mb["semantic_features"] for mb in micro_batches])
+
+    last = len(micro_batches) - 1
+    for j, mb in enumerate(micro_batches):
+        sync = contextlib.nullcontext() if j == last or not hasattr(model, "no_sync") else model.no_sync()
+        with sync:
+            with autocast():
+                out = _forward(model, mb)
+                all_images = torch.cat(images[:j] + [out["image_features"]] + images[j + 1:])
+                all_texts = torch.cat(texts[:j] + [out["text_features"]] + texts[j + 1:])
+                # The temperature is shared by all passes: let only the last carry its gradient, so it counts once.
+                logit_scale = out["logit_scale"] if j == last else out["logit_scale"].detach()
+                terms = loss_fn(all_images, all_texts, logit_scale, semantic_features=semantic)
+            backward(terms["loss"])
+    return {name: value.detach() for name, value in terms.items()}, out

@@ -1,0 +1,67 @@
+"""What every alignclip model shares: the learnable temperature and the forward contract."""
+from __future__ import annotations
+
+import math
+from typing import TypedDict
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelConfig
+from .diagnostics import Diagnostics, batch_gap_diagnostics
+
+LOGIT_SCALE_INIT = math.log(1 / 0.07)
+LOGIT_SCALE_MAX = 100.0
+
+
+class CLIPOutput(TypedDict):
+    image_features: torch.Tensor  # [N, D], L2-normalised
+    text_features: torch.Tensor  # [N, D], L2-normalised
+    logit_scale: torch.Tensor  # scalar, exp()'d and clamped to <= 100
+    diagnostics: Diagnostics  # detached in-batch gap measures
+
+
+class ContrastiveModel(nn.Module):
+    """Subclasses implement `_encode_image` / `_encode_text` (unnormalised projected features)."""
+
+    architecture: str = ""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.image_size = config.vision_cfg.image_size
+        self.context_length = config.text_cfg.context_length
+        self.embed_dim = config.embed_dim
+        self.logit_scale = nn.Parameter(torch.tensor(LOGIT_SCALE_INIT))
+
+    def _encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        features = self._encode_image(images)
+        return F.normalize(features, dim=-1) if normalize else features
+
+    def encode_text(self, tokens: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        features = self._encode_text(tokens)
+        return F.normalize(features, dim=-1) if normalize else features
+
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> CLIPOutput:
+        image_features = self.encode_image(images)
+        text_features = self.encode_text(tokens)
+        return CLIPOutput(image_features=image_features, text_features=text_features,
+                          logit_scale=self.logit_scale.exp().clamp(max=LOGIT_SCALE_MAX),
+                          diagnostics=batch_gap_diagnostics(image_features, text_features))
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        for module in self.modules():
+            if hasattr(module, "grad_checkpointing"):
+                module.grad_checkpointing = enable
+
+    @torch.no_grad()
+    def clamp_logit_scale(self) -> None:
+        """open_clip clamps the parameter after each step so exp() stays within [1, 100]."""
+        self.logit_scale.clamp_(0, math.log(LOGIT_SCALE_MAX))

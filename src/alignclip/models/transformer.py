@@ -1,0 +1,123 @@
+"""The pre-LN transformer shared by every tower, with open_clip's parameter names so weights load one-to-one."""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with nn.MultiheadAttention's parameter layout, computed by SDPA."""
+
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * width))
+        self.out_proj = nn.Linear(width, width)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
+        batch, length, width = x.shape
+        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
+        q, k, v = qkv.view(batch, length, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        return self.out_proj(out.transpose(1, 2).reshape(batch, length, width))
+
+
+class ResidualAttentionBlock(nn.Module):
+    def __init__(self, width: int, heads: int, mlp_ratio: float = 4.0) -> None:
+        super().__init__()
+        hidden = int(width * mlp_ratio)
+        self.ln_1 = nn.LayerNorm(width)
+        self.attn = Attention(width, heads)
+        self.ln_2 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(OrderedDict([
+            ("c_fc", nn.Linear(width, hidden)), ("gelu", nn.GELU()), ("c_proj", nn.Linear(hidden, width))]))
+
+    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), causal=causal)
+        return x + self.mlp(self.ln_2(x))
+
+
+class Transformer(nn.Module):
+    """A stack of residual blocks; `causal` masks future tokens (the text path) or not (the image path)."""
+
+    def __init__(self, width: int, layers: int, heads: int, mlp_ratio: float = 4.0) -> None:
+        super().__init__()
+        self.width, self.layers = width, layers
+        self.resblocks = nn.ModuleList(ResidualAttentionBlock(width, heads, mlp_ratio) for _ in range(layers))
+        self.grad_checkpointing = False
+
+    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
+        for block in self.resblocks:
+            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+                x = torch.utils.checkpoint.checkpoint(block, x, causal, use_reentrant=False)
+            else:
+                x = block(x, causal=causal)
+        return x
+
+    def init_openai(self) -> None:
+        """OpenAI CLIP's initialisation: std shrinks with width and depth so the residual stream stays O(1)."""
+        proj_std = (self.width ** -0.5) * ((2 * self.layers) ** -0.5)
+        attn_std = self.width ** -0.5
+        fc_std = (2 * self.width) ** -0.5
+        for block in self.resblocks:
+            nn.init.normal_(block.attn.in_proj_weight, std=attn_std)
+            nn.init.normal_(block.attn.out_proj.weight, std=proj_std)
+            nn.init.normal_(block.mlp.c_fc.weight, std=fc_std)
+            nn.init.normal_(block.mlp.c_proj.weight, std=proj_std)
+
+
+class ImageEmbedding(nn.Module):
+    """Patches + class token + learned positions + ln_pre: the per-modality input side of a ViT."""
+
+    def __init__(self, image_size: int, patch_size: int, width: int) -> None:
+        super().__init__()
+        self.image_size, self.patch_size = image_size, patch_size
+        grid = image_size // patch_size
+        scale = width ** -0.5
+        self.conv1 = nn.Conv2d(3, width, kernel_size=patch_size, stride=patch_size, bias=False)
+        self.class_embedding = nn.Parameter(scale * torch.randn(width))
+        self.positional_embedding = nn.Parameter(scale * torch.randn(grid * grid + 1, width))
+        self.ln_pre = nn.LayerNorm(width)
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        if images.ndim != 4 or images.shape[1] != 3 or images.shape[-1] != self.image_size \
+                or images.shape[-2] != self.image_size:
+            raise ValueError(f"expected images of shape [N, 3, {self.image_size}, {self.image_size}], "
+                             f"got {list(images.shape)}")
+        x = self.conv1(images).flatten(2).transpose(1, 2)  # [N, grid*grid, width]
+        cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
+        return self.ln_pre(x)
+
+
+class TextEmbedding(nn.Module):
+    """Token + learned positional embedding: the per-modality input side of the text path."""
+
+    def __init__(self, vocab_size: int, context_length: int, width: int) -> None:
+        super().__init__()
+        self.context_length = context_length
+        self.token_embedding = nn.Embedding(vocab_size, width)
+        self.positional_embedding = nn.Parameter(torch.empty(context_length, width))
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        nn.init.normal_(self.positional_embedding, std=0.01)
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        check_tokens(tokens, self.context_length)
+        return self.token_embedding(tokens) + self.positional_embedding
+
+
+def check_tokens(tokens: torch.Tensor, context_length: int) -> None:
+    if tokens.ndim != 2 or tokens.shape[1] != context_length or tokens.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"expected integer tokens of shape [N, {context_length}], got "
+                         f"{tokens.dtype} {list(tokens.shape)} (use alignclip.get_tokenizer({context_length}))")
+
+
+def eot_pool(x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Take the features at the end-of-text token, the largest id in CLIP's vocabulary (argmax)."""
+    return x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]

@@ -1,0 +1,203 @@
+"""Each loss against a straightforward reference written here, plus accumulation and 2-process equivalence."""
+from __future__ import annotations
+
+import math
+import os
+import socket
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from alignclip.losses import AlignCLIPLoss, ClipLoss, accumulated_backward
+
+
+def _features(n: int = 6, d: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = F.normalize(torch.randn(n, d, generator=g), dim=-1)
+    y = F.normalize(torch.randn(n, d, generator=g), dim=-1)
+    s = torch.randn(n, 5, generator=g)
+    return x, y, s
+
+
+def _ce(logits: list[list[float]]) -> float:
+    """Mean over rows of -log softmax at the diagonal, by hand."""
+    total = 0.0
+    for i, row in enumerate(logits):
+        total += -row[i] + math.log(sum(math.exp(v) for v in row))
+    return total / len(logits)
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a * b).sum())
+
+
+def ref_clip(x: torch.Tensor, y: torch.Tensor, t: float) -> float:
+    n = len(x)
+    i2t = [[t * _dot(x[i], y[j]) for j in range(n)] for i in range(n)]
+    t2i = [[t * _dot(y[i], x[j]) for j in range(n)] for i in range(n)]
+    return (_ce(i2t) + _ce(t2i)) / 2
+
+
+def ref_separation(z: torch.Tensor, x: torch.Tensor, y: torch.Tensor, s: torch.Tensor, t: float,
+                   weighting: str) -> float:
+    n = len(x)
+    s = F.normalize(s, dim=-1)
+    logits = []
+    for i in range(n):
+        row = []
+        for j in range(n):
+            if i == j:
+                row.append(t * _dot(x[i], y[i]))
+            else:
+                w = 1 - _dot(s[i], s[j])
+                sim = t * _dot(z[i], z[j])
+                row.append(sim * w if weighting == "logits" else sim + math.log(min(max(w, 1e-6), 2.0)))
+        logits.append(row)
+    return _ce(logits)
+
+
+def test_clip_loss_matches_reference() -> None:
+    x, y, _ = _features()
+    out = ClipLoss()(x, y, torch.tensor(14.0))
+    assert out["loss"].item() == pytest.approx(ref_clip(x, y, 14.0), rel=1e-5)
+    assert out["contrastive_loss"].item() == out["loss"].item()
+
+
+@pytest.mark.parametrize("weighting", ["logits", "negatives"])
+@pytest.mark.parametrize("sep", [(True, True), (True, False), (False, True)])
+def test_alignclip_loss_matches_reference(weighting: str, sep: tuple[bool, bool]) -> None:
+    x, y, s = _features()
+    t, alpha, beta = 12.0, 0.7, 0.4
+    loss = AlignCLIPLoss(alpha=alpha, beta=beta, separate_text=sep[0], separate_image=sep[1], weighting=weighting)
+    out = loss(x, y, torch.tensor(t), semantic_features=s)
+    contrastive = alpha * 2 * ref_clip(x, y, t)  # a sum of both directions
+    separation = beta * (sep[0] * ref_separation(y, x, y, s, t, weighting)
+                         + sep[1] * ref_separation(x, x, y, s, t, weighting))
+    assert set(out) == {"contrastive_loss", "separation_loss", "loss"}
+    assert out["contrastive_loss"].item() == pytest.approx(contrastive, rel=1e-5)
+    assert out["separation_loss"].item() == pytest.approx(separation, rel=1e-5)
+    assert out["loss"].item() == pytest.approx(contrastive + separation, rel=1e-5)
+
+
+def test_alignclip_unweighted_variant() -> None:
+    x, y, _ = _features()
+    t = 10.0
+    out = AlignCLIPLoss(beta=0.5)(x, y, torch.tensor(t))
+    xx = [[t * _dot(x[i], x[j]) for j in range(6)] for i in range(6)]
+    yy = [[t * _dot(y[i], y[j]) for j in range(6)] for i in range(6)]
+    assert out["separation_loss"].item() == pytest.approx(0.5 * (_ce(xx) + _ce(yy)), rel=1e-5)
+
+
+def test_paper_weighting_rewards_collapse_for_synonyms_but_ours_does_not() -> None:
+    """With w≈0 (synonyms) the paper's logits ignore the embeddings; ours drops them from the negatives."""
+    x, y, _ = _features(4)
+    s = torch.ones(4, 5)  # all captions identical in meaning: w = 0 everywhere
+    t = torch.tensor(10.0)
+    collapsed = F.normalize(torch.ones(4, 8), dim=-1)
+    paper = AlignCLIPLoss(weighting="logits", alpha=0.0)
+    ours = AlignCLIPLoss(weighting="negatives", alpha=0.0)
+    # Paper: every negative logit is 0, so collapsing (x_i·y_i = 1) is the optimum of the separation term.
+    assert paper(collapsed, collapsed, t, s)["separation_loss"] < paper(x, y, t, s)["separation_loss"]
+    # Ours: negatives get log(1e-6) → the term is ≈0 whatever the embeddings: nothing rewards collapse.
+    assert ours(collapsed, collapsed, t, s)["separation_loss"].item() == pytest.approx(0.0, abs=1e-3)
+
+
+def test_bad_loss_configs() -> None:
+    with pytest.raises(ValueError, match="separate_text or separate_image"):
+        AlignCLIPLoss(separate_text=False, separate_image=False)
+    with pytest.raises(ValueError, match="unknown weighting"):
+        AlignCLIPLoss(weighting="both")
+    x, y, s = _features()
+    with pytest.raises(ValueError, match="semantic_features has 3 rows"):
+        AlignCLIPLoss()(x, y, torch.tensor(1.0), semantic_features=s[:3])
+
+
+class _Encoder(torch.nn.Module):
+    """A tiny stand-in model with the alignclip forward contract."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.image = torch.nn.Linear(10, 8)
+        self.text = torch.nn.Linear(12, 8)
+        self.logit_scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"image_features": F.normalize(self.image(images), dim=-1),
+                "text_features": F.normalize(self.text(tokens), dim=-1),
+                "logit_scale": self.logit_scale.exp()}
+
+
+def _data(n: int = 8) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return {"images": torch.randn(n, 10, generator=g), "tokens": torch.randn(n, 12, generator=g),
+            "semantic_features": torch.randn(n, 5, generator=g)}
+
+
+LOSSES = {"clip": lambda: ClipLoss(), "alignclip": lambda: AlignCLIPLoss(),
+          "alignclip_neg": lambda: AlignCLIPLoss(weighting="negatives", beta=0.3)}
+
+
+def _full_batch_grads(loss_fn: torch.nn.Module) -> tuple[float, dict[str, torch.Tensor]]:
+    model, data = _Encoder(), _data()
+    out = model(data["images"], data["tokens"])
+    loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"],
+                   semantic_features=data["semantic_features"])["loss"]
+    loss.backward()
+    return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_gradient_accumulation_equals_big_batch(name: str) -> None:
+    ref_loss, ref_grads = _full_batch_grads(LOSSES[name]())
+    model, data = _Encoder(), _data()
+    micro = [{k: v[i:i + 2] for k, v in data.items()} for i in range(0, 8, 2)]
+    terms, _ = accumulated_backward(model, LOSSES[name](), micro)
+    assert terms["loss"].item() == pytest.approx(ref_loss, rel=1e-5)
+    for n, p in model.named_parameters():
+        assert torch.allclose(p.grad, ref_grads[n], atol=1e-5, rtol=1e-4), n
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, name: str, local_loss: bool, result: str) -> None:
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    try:
+        loss_fn = LOSSES[name]()
+        loss_fn.local_loss = local_loss
+        model = DDP(_Encoder())
+        data = {k: v.chunk(world)[rank] for k, v in _data().items()}
+        out = model(data["images"], data["tokens"])
+        terms = loss_fn(out["image_features"], out["text_features"], out["logit_scale"],
+                        semantic_features=data["semantic_features"])
+        terms["loss"].backward()
+        loss = terms["loss"].detach().clone()
+        dist.all_reduce(loss)  # the mean over ranks is the global loss (also with local_loss)
+        if rank == 0:
+            torch.save((loss.item() / world, {n: p.grad.clone() for n, p in model.module.named_parameters()}),
+                       result)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("name,local_loss", [("clip", False), ("clip", True), ("alignclip", False),
+                                             ("alignclip_neg", True)])
+def test_two_process_gloo_equals_single_process(name: str, local_loss: bool, tmp_path) -> None:
+    import torch.multiprocessing as mp
+    result = str(tmp_path / "rank0.pt")
+    mp.start_processes(_ddp_worker, args=(2, _free_port(), name, local_loss, result), nprocs=2, join=True,
+                       start_method="spawn")
+    loss, grads = torch.load(result)
+    ref_loss, ref_grads = _full_batch_grads(LOSSES[name]())
+    assert loss == pytest.approx(ref_loss, rel=1e-5)
+    for n, g in grads.items():
+        assert torch.allclose(g, ref_grads[n], atol=1e-5, rtol=1e-4), n
