@@ -58,7 +58,9 @@ class TrainTransform:
     def __init__(self, image_size: int, scale: tuple[float, float] = (0.9, 1.0),
                  ratio: tuple[float, float] = (3 / 4, 4 / 3), rng: random.Random | None = None) -> None:
         self.image_size, self.scale, self.ratio = image_size, scale, ratio
-        self.rng = rng or random.Random()
+        # Default to the module-level RNG: DataLoader reseeds it in every worker, so workers draw different crops
+        # (a Random() made here would be copied into each forked worker with the same state).
+        self.rng = rng if rng is not None else random
 
     def _crop_box(self, width: int, height: int) -> tuple[int, int, int, int]:
         area = width * height

@@ -1,0 +1,5 @@
+import sys
+
+from alignclip.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,83 @@
+"""`alignclip data pack|inspect`: turn any source into WebDataset shards, or check a source before training."""
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("data", help="prepare and check datasets",
+                                   description="Prepare and check image-text datasets.")
+    commands = parser.add_subparsers(dest="data_command", metavar="{pack,inspect}")
+    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+
+    p = commands.add_parser("pack", help="write a source as WebDataset tar shards",
+                            description="Write SOURCE (synthetic[:N], csv:PATH, tsv:PATH, folder:DIR, wds:PATTERN) "
+                                        "as DIR/shard-000000.tar ... with KEY.jpg|png + KEY.txt (+ KEY.json labels).")
+    p.add_argument("source", help="dataset spec, e.g. synthetic, csv:data/train.csv, folder:images/")
+    p.add_argument("--out", required=True, help="output directory for the shards")
+    p.add_argument("--samples-per-shard", type=int, default=1000)
+    p.add_argument("--num-samples", type=int, default=None,
+                   help="samples to write (synthetic: default 10000; others: the first N)")
+    p.add_argument("--image-format", choices=["jpg", "png"], default="jpg")
+    p.add_argument("--image-size", type=int, default=64, help="synthetic image side in pixels")
+    p.add_argument("--seed", type=int, default=0, help="synthetic dataset seed")
+    p.add_argument("--quality", type=int, default=95, help="JPEG quality")
+    p.add_argument("--overwrite", action="store_true", help="replace shard-*.tar files already in --out")
+    p.set_defaults(func=run_pack)
+
+    p = commands.add_parser("inspect", help="load a few samples and report captions and bad samples",
+                            description="Load the first N samples of SOURCE as training would, print captions "
+                                        "and how many were unusable.")
+    p.add_argument("source")
+    p.add_argument("-n", "--num", type=int, default=8, help="samples to load")
+    p.add_argument("--image-size", type=int, default=224)
+    p.set_defaults(func=run_inspect)
+
+
+def run_pack(args: argparse.Namespace) -> int:
+    from alignclip.data.pack import pack
+
+    try:
+        summary = pack(args.source, args.out, samples_per_shard=args.samples_per_shard, num_samples=args.num_samples,
+                       image_format=args.image_format, image_size=args.image_size, seed=args.seed,
+                       quality=args.quality, overwrite=args.overwrite)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(summary)
+    return 0
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    from torch.utils.data import IterableDataset
+
+    from alignclip.data.sources import build_dataset
+
+    try:
+        dataset = build_dataset(args.source, image_size=args.image_size, train=False)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if isinstance(dataset, IterableDataset):
+        print(f"{args.source}: {type(dataset).__name__}, {len(dataset.shards)} shards")
+        samples = itertools.islice(iter(dataset), args.num)
+    else:
+        print(f"{args.source}: {type(dataset).__name__}, {len(dataset)} samples")
+        samples = (dataset[i] for i in range(min(args.num, len(dataset))))
+    bad = 0
+    for i, sample in enumerate(samples):
+        if sample is None:
+            bad += 1
+            print(f"  [{i}] <bad sample: unreadable image, missing file or empty caption>")
+        else:
+            print(f"  [{i}] {tuple(sample['image'].shape)} {sample['caption']!r}")
+    print(f"{bad} bad samples among those loaded")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Dispatch `alignclip data <command>` (each subcommand also sets its own func)."""
+    commands = {"pack": run_pack, "inspect": run_inspect}
+    return commands[args.data_command](args) if getattr(args, "data_command", None) in commands else 2

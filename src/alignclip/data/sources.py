@@ -1,0 +1,184 @@
+"""User data sources (CSV/TSV, image folders with sidecar captions, WebDataset shards) and `build_dataset`.
+
+Configuration errors (missing path, wrong columns, nothing usable) raise one-line errors at construction, before any
+training starts; per-sample problems (unreadable image, missing file, empty caption) become `None` samples that the
+collate function drops and counts, so one bad file never stops a long run.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import sys
+from typing import Any, Callable
+
+import torch
+from PIL import Image
+
+from .shards import IMAGE_EXTS, TarShardDataset, braceexpand, decode_image, expand_urls, to_rgb
+from .synthetic import SyntheticShapes
+from .transforms import image_transform
+
+Transform = Callable[[Image.Image], torch.Tensor]
+FOLDER_IMAGE_EXTS = tuple(f".{e}" for e in IMAGE_EXTS) + (".bmp",)
+
+
+def load_image(path: str) -> Image.Image | None:
+    """RGB image from disk, or None when missing/unreadable/corrupt."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return to_rgb(image)
+    except Exception:  # FileNotFoundError, PIL.UnidentifiedImageError, truncated data, decompression bombs ...
+        return None
+
+
+class _PairDataset(torch.utils.data.Dataset):
+    """Shared map-style logic: subclasses fill `self.paths` and implement `caption(i)`."""
+
+    paths: list[str]
+    transform: Transform | None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def caption(self, index: int) -> str | None:
+        raise NotImplementedError
+
+    def raw(self, index: int) -> tuple[Image.Image, str] | None:
+        """(PIL image, caption), or None for a bad sample; used by packing and by __getitem__."""
+        text = self.caption(index)
+        if not text:
+            return None
+        image = load_image(self.paths[index])
+        return None if image is None else (image, text)
+
+    def __getitem__(self, index: int) -> dict | None:
+        item = self.raw(index)
+        if item is None:
+            return None
+        image, text = item
+        return {"image": self.transform(image) if self.transform else image, "caption": text}
+
+
+class CsvDataset(_PairDataset):
+    """Rows of (image path, caption) from a CSV/TSV file, open_clip style (defaults: filepath / title columns)."""
+
+    def __init__(self, path: str, image_key: str = "filepath", caption_key: str = "title", sep: str | None = None,
+                 root: str | None = None, transform: Transform | None = None, num_samples: int | None = None) -> None:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"CSV file not found: {path}")
+        sep = sep if sep is not None else ("\t" if path.lower().endswith(".tsv") else ",")
+        root = root if root is not None else os.path.dirname(os.path.abspath(path))
+        csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # long captions
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f, delimiter=sep)
+            columns = reader.fieldnames or []
+            absent = [k for k in (image_key, caption_key) if k not in columns]
+            if absent:
+                raise ValueError(f"{path}: no column {', '.join(map(repr, absent))}; columns are {columns} "
+                                 f"(set image_key=/caption_key=, or sep= if the delimiter is not {sep!r})")
+            self.paths, self.captions = [], []
+            for row in reader:
+                if num_samples is not None and len(self.paths) >= num_samples:
+                    break
+                file = (row.get(image_key) or "").strip()
+                self.paths.append(os.path.join(root, os.path.expanduser(file)) if file else "")
+                self.captions.append((row.get(caption_key) or "").strip())
+        if not self.paths:
+            raise ValueError(f"{path}: no samples (the file has a header but no rows)")
+        self.transform = transform
+
+    def caption(self, index: int) -> str | None:
+        return self.captions[index]
+
+
+class FolderDataset(_PairDataset):
+    """Images anywhere under `root`, each captioned by the .txt file of the same name beside it."""
+
+    def __init__(self, root: str, transform: Transform | None = None, num_samples: int | None = None) -> None:
+        if not os.path.isdir(root):
+            raise FileNotFoundError(f"image folder not found: {root}")
+        images = []
+        for directory, subdirs, files in os.walk(root):
+            subdirs.sort()
+            images += [os.path.join(directory, f) for f in sorted(files) if f.lower().endswith(FOLDER_IMAGE_EXTS)]
+        self.paths = [p for p in images if os.path.isfile(os.path.splitext(p)[0] + ".txt")]
+        self.num_unpaired = len(images) - len(self.paths)  # images with no caption file: left out, not trained on
+        if not images:
+            raise ValueError(f"{root}: no images ({', '.join(FOLDER_IMAGE_EXTS)}) found")
+        if not self.paths:
+            raise ValueError(f"{root}: found {len(images)} images but none has a caption .txt file of the same name")
+        if num_samples is not None:
+            self.paths = self.paths[:num_samples]
+        self.transform = transform
+
+    def caption(self, index: int) -> str | None:
+        try:
+            with open(os.path.splitext(self.paths[index])[0] + ".txt", encoding="utf-8", errors="replace") as f:
+                return f.read().strip()
+        except OSError:
+            return None
+
+
+_SCHEMES = ("synthetic", "csv", "tsv", "folder", "wds")
+_OPTIONS = {"synthetic": {"two_shape_prob", "supersample"},
+            "csv": {"image_key", "caption_key", "sep", "root"},
+            "folder": set(),
+            "wds": {"shuffle_shards", "shuffle_buffer", "resampled"}}
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """'csv:data/train.csv' -> ('csv', 'data/train.csv'); a bare path is recognised by its form."""
+    scheme, sep, rest = spec.partition(":")
+    if sep and scheme in _SCHEMES:
+        return scheme, rest
+    if spec == "synthetic":
+        return "synthetic", ""
+    lower = spec.lower()
+    if lower.endswith(".csv"):
+        return "csv", spec
+    if lower.endswith(".tsv"):
+        return "tsv", spec
+    if ".tar" in lower or "{" in spec:
+        return "wds", spec
+    if os.path.isdir(spec):
+        return "folder", spec
+    raise ValueError(f"unknown dataset {spec!r}: use synthetic[:N], csv:PATH, tsv:PATH, folder:DIR or wds:PATTERN")
+
+
+def build_dataset(spec: str, image_size: int, train: bool, num_samples: int | None = None, seed: int = 0,
+                  rank: int = 0, world_size: int = 1, **kw: Any) -> torch.utils.data.Dataset:
+    """Dataset from a spec string, with TrainTransform (train) or EvalTransform (eval) for user images.
+
+    num_samples: synthetic -> dataset size (default 100k train / 1k eval; 'synthetic:N' wins); csv/folder -> keep the
+    first N; wds -> nominal epoch size (resampled mode stops after it). rank/world_size only split wds shards; give
+    map-style datasets a DistributedSampler. Options that are None are ignored; unknown ones are an error.
+    """
+    scheme, target = parse_spec(spec)
+    kind = "csv" if scheme == "tsv" else scheme
+    kw = {k: v for k, v in kw.items() if v is not None}
+    unknown = sorted(set(kw) - _OPTIONS[kind])
+    if unknown:
+        raise ValueError(f"option(s) {unknown} do not apply to {kind} datasets (valid: {sorted(_OPTIONS[kind])})")
+    if kind == "synthetic":
+        if target:
+            if not target.isdigit():
+                raise ValueError(f"synthetic:N needs an integer sample count, got {target!r}")
+            num_samples = int(target)
+        size = num_samples if num_samples is not None else (100_000 if train else 1_000)
+        return SyntheticShapes(size, seed=seed, image_size=image_size, train=train, **kw)
+    transform = image_transform(image_size, train)
+    if kind == "csv":
+        if scheme == "tsv":
+            kw.setdefault("sep", "\t")
+        return CsvDataset(target, transform=transform, num_samples=num_samples, **kw)
+    if kind == "folder":
+        return FolderDataset(target, transform=transform, num_samples=num_samples)
+    kw.setdefault("shuffle_shards", train)
+    kw.setdefault("shuffle_buffer", 1000 if train else 0)
+    return TarShardDataset(target, transform=transform, seed=seed, rank=rank, world_size=world_size,
+                           num_samples=num_samples, **kw)
+
+
+__all__ = ["CsvDataset", "FolderDataset", "TarShardDataset", "build_dataset", "parse_spec", "load_image",
+           "braceexpand", "expand_urls", "decode_image"]
