@@ -1,0 +1,140 @@
+"""`alignclip eval`, `alignclip gap` and `alignclip compare`: measure checkpoints, any embeddings, and runs side by side.
+
+Bad input raises ValueError/FileNotFoundError with a one-line message; cli/main.py prints it as
+`alignclip: error: ...` and exits 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+HELP_EVAL = "evaluate a checkpoint: zero-shot, retrieval, STS, linear probe and modality-gap measures"
+HELP_GAP = "modality-gap measures from two embedding files (.npy/.npz/.safetensors) of any model"
+HELP_COMPARE = "one table (Markdown + CSV) and one index.html of several runs' metrics.json"
+
+
+def _lambdas(spec: str) -> list[float]:
+    try:
+        return [float(v) for v in spec.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shift-lambdas must be comma-separated numbers, got {spec!r}") from None
+
+
+def _print_results(results: list[dict[str, Any]]) -> None:
+    from alignclip.evaluation.report import flatten_metrics, format_table
+
+    print(format_table(flatten_metrics(results)))
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from alignclip.evaluation.features import resolve_device
+    from alignclip.evaluation.report import write_report
+    from alignclip.evaluation.suite import check_dataset, parse_tasks, supported_tasks, evaluate_model
+
+    check_dataset(args.dataset)
+    if args.open_clip and args.checkpoint:
+        raise ValueError("give either a CHECKPOINT or --open-clip MODEL_NAME, not both")
+    if args.weights and not args.open_clip:
+        raise ValueError("--weights is only used with --open-clip (our checkpoints carry their own weights)")
+    tasks = parse_tasks(args.tasks) if args.tasks else supported_tasks(args.dataset)
+    device = resolve_device(args.device)
+    tokenizer = None
+    if args.open_clip:
+        from alignclip.evaluation.external import load_open_clip
+
+        model, tokenizer = load_open_clip(args.open_clip, args.weights, device)
+        source = f"open_clip:{args.open_clip}" + (f":{args.weights}" if args.weights else "")
+    elif args.checkpoint:
+        import alignclip
+
+        model = alignclip.load_checkpoint(args.checkpoint, device=device)
+        source = str(args.checkpoint)
+    else:
+        raise ValueError("give a CHECKPOINT or --open-clip MODEL_NAME")
+    results, image_features, text_features = evaluate_model(
+        model, args.dataset, tasks, args.num_samples, args.sts_file, tokenizer, args.batch_size, device, args.seed)
+    _print_results(results)
+    if args.out:
+        metrics = {"model": source, "architecture": getattr(model, "architecture", None), "dataset": args.dataset,
+                   "num_samples": args.num_samples, "seed": args.seed, "results": results}
+        paths = write_report(args.out, metrics, image_features, text_features, title=f"alignclip eval: {source}",
+                             projection=args.projection, seed=args.seed)
+        print(f"wrote {paths['index']}")
+    return 0
+
+
+def run_gap(args: argparse.Namespace) -> int:
+    from alignclip.evaluation.features import load_embeddings
+    from alignclip.evaluation.gap import gap_metrics, gap_shift_sweep
+    from alignclip.evaluation.report import format_table, write_report
+
+    image = load_embeddings(args.image_embeddings, args.key_image)
+    text = load_embeddings(args.text_embeddings, args.key_text)
+    gap = gap_metrics(image, text)
+    print(format_table(gap))
+    sweep = gap_shift_sweep(image, text, args.shift_lambdas) if args.shift_lambdas else None
+    if sweep:
+        keys = ["l2m", "rmg", "paired_cosine", "unpaired_cosine", "separability"]
+        print("\nshift sweep (x - lambda*delta, y + lambda*delta):")
+        print("  ".join(f"{k:>15}" for k in ["lambda"] + keys))
+        for row in sweep:
+            print("  ".join(f"{row[k]:>15.4f}" for k in ["lambda"] + keys))
+    document = {"image_embeddings": str(args.image_embeddings), "text_embeddings": str(args.text_embeddings),
+                "num_pairs": int(image.shape[0]), "dim": int(image.shape[1]),
+                "results": [{"dataset": "embeddings", "task": "modality_gap", "metrics": gap}]}
+    if sweep:
+        document["shift_sweep"] = sweep
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(document, indent=2) + "\n")
+    if args.out:
+        paths = write_report(args.out, document, image, text, title="alignclip gap", projection=args.projection,
+                             sweep=sweep)
+        print(f"wrote {paths['index']}")
+    return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from alignclip.evaluation.report import write_comparison
+
+    paths = write_comparison(args.runs, args.out)
+    print(paths["markdown"].read_text(), end="")
+    print(f"wrote {paths['markdown']}, {paths['csv']}, {paths['index']}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("eval", help=HELP_EVAL, description=HELP_EVAL)
+    p.add_argument("checkpoint", nargs="?", help="our checkpoint (folder or .safetensors) or an AlignCLIP/open_clip .pt")
+    p.add_argument("--tasks", default=None, help="comma list of zeroshot,retrieval,sts,linear_probe,gap "
+                                                 "(default: all the dataset supports)")
+    p.add_argument("--dataset", default="synthetic", help="synthetic | fashion-mnist | folder:DIR (default synthetic)")
+    p.add_argument("--sts-file", default=None, help="STS-B .tsv or sentence1,sentence2,score .csv "
+                                                    "(default: synthetic STS pairs)")
+    p.add_argument("--num-samples", type=int, default=1000, help="held-out images (and probe training images)")
+    p.add_argument("--out", default=None, help="write metrics.json, figures and index.html here")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--projection", default="pca", choices=["pca", "tsne", "umap"], help="2-D projection for the plot")
+    p.add_argument("--open-clip", default=None, metavar="MODEL_NAME", help="evaluate an open_clip model (optional dep)")
+    p.add_argument("--weights", default=None, help="weights file for --open-clip")
+    p.set_defaults(func=run_eval)
+
+    g = subparsers.add_parser("gap", help=HELP_GAP, description=HELP_GAP)
+    g.add_argument("image_embeddings", metavar="IMAGE_EMB")
+    g.add_argument("text_embeddings", metavar="TEXT_EMB", help="row i pairs with row i of IMAGE_EMB")
+    g.add_argument("--key-image", default=None, help="array name inside an .npz/.safetensors file")
+    g.add_argument("--key-text", default=None, help="array name inside an .npz/.safetensors file")
+    g.add_argument("--shift-lambdas", type=_lambdas, default=None, help="e.g. 0,0.25,0.5: post-hoc shift sweep")
+    g.add_argument("--json", default=None, help="write the measures as JSON to this file")
+    g.add_argument("--out", default=None, help="write metrics.json, figures and index.html here")
+    g.add_argument("--projection", default="pca", choices=["pca", "tsne", "umap"])
+    g.set_defaults(func=run_gap)
+
+    c = subparsers.add_parser("compare", help=HELP_COMPARE, description=HELP_COMPARE)
+    c.add_argument("runs", nargs="+", metavar="RUN_DIR", help="folders holding metrics.json (or eval/metrics.json)")
+    c.add_argument("--out", required=True, help="output folder for comparison.md/.csv and index.html")
+    c.set_defaults(func=run_compare)

@@ -1,0 +1,150 @@
+"""One call that runs every evaluation task of a model on one dataset (what `alignclip eval` and the trainer use)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from alignclip.evaluation.datasets import (FashionMNIST, ImageFolderClasses, LabelledImages,
+                                           split_stratified)
+from alignclip.evaluation.features import Tokenizer, encode_texts, extract_features
+from alignclip.evaluation.gap import gap_metrics
+from alignclip.evaluation.linear_probe import LinearProbe
+from alignclip.evaluation.retrieval import RetrievalEvaluator
+from alignclip.evaluation.sts import STSEvaluator
+from alignclip.evaluation.zeroshot import FASHION_TEMPLATES, GENERIC_TEMPLATES, ZeroShotClassifier
+
+TASKS = ("zeroshot", "retrieval", "sts", "linear_probe", "gap")
+CAPTIONS_PER_IMAGE = 5  # synthetic retrieval: several paraphrases per image, as COCO/Flickr have
+GAP_PROMPT = "a photo of a {}."
+
+
+def parse_tasks(spec: str | Sequence[str]) -> list[str]:
+    tasks = [t.strip() for t in spec.split(",")] if isinstance(spec, str) else list(spec)
+    tasks = [t for t in tasks if t]
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        raise ValueError(f"unknown task {unknown[0]!r}; choose from {', '.join(TASKS)}")
+    if not tasks:
+        raise ValueError("no evaluation tasks given")
+    return tasks
+
+
+def supported_tasks(dataset: str) -> list[str]:
+    """Retrieval needs several real captions per image, which only the synthetic dataset has."""
+    return list(TASKS) if dataset == "synthetic" else [t for t in TASKS if t != "retrieval"]
+
+
+def dataset_name(dataset: str) -> str:
+    """Name used in results: 'folder:/data/pets' -> 'folder/pets'."""
+    return f"folder/{Path(dataset.split(':', 1)[1]).name}" if dataset.startswith("folder:") else dataset
+
+
+def check_dataset(dataset: str) -> str:
+    if dataset not in ("synthetic", "fashion-mnist") and not (dataset.startswith("folder:") and len(dataset) > 7):
+        raise ValueError(f"unknown dataset {dataset!r}: expected synthetic, fashion-mnist or folder:DIR")
+    return dataset
+
+
+def _labelled_set(dataset: str, image_size: int, train: bool) -> tuple[LabelledImages, list[str]]:
+    """(image set, templates) for fashion-mnist and folder:DIR."""
+    if dataset == "fashion-mnist":
+        return FashionMNIST(train=train, image_size=image_size), FASHION_TEMPLATES
+    return ImageFolderClasses(dataset.split(":", 1)[1], image_size=image_size), GENERIC_TEMPLATES
+
+
+def _synthetic(model: torch.nn.Module, tasks: list[str], num_samples: int, seed: int, kw: dict[str, Any],
+               results: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    from alignclip.data.synthetic import SyntheticShapes, zeroshot_tasks
+
+    test = SyntheticShapes(num_samples, seed=seed, image_size=model.image_size, train=False)
+    image_features = extract_features(model, test, kw["batch_size"], kw["device"], desc="synthetic images")
+    labels = [test.labels_for(i) for i in range(len(test))]
+    if "zeroshot" in tasks:
+        for attribute, (classnames, templates) in zeroshot_tasks().items():
+            classifier = ZeroShotClassifier(classnames, templates, dataset=f"synthetic/{attribute}", **kw)
+            results.append(classifier.evaluate_features(model, image_features,
+                                                        torch.tensor([row[attribute] for row in labels])))
+    text_features = None
+    if "retrieval" in tasks or "gap" in tasks:
+        k = CAPTIONS_PER_IMAGE if "retrieval" in tasks else 1
+        captions = [c for i in range(len(test)) for c in test.captions_for(i, k)]
+        all_text = encode_texts(model, captions, kw["tokenizer"], kw["batch_size"], kw["device"], desc="captions")
+        if "retrieval" in tasks:
+            evaluator = RetrievalEvaluator(dataset="synthetic", tokenizer=kw["tokenizer"], device=kw["device"])
+            results.append(evaluator.evaluate_features(image_features, all_text,
+                                                       torch.arange(len(test)).repeat_interleave(k)))
+        text_features = all_text[::k]  # the first paraphrase is each image's own caption
+    if "linear_probe" in tasks:
+        train = SyntheticShapes(num_samples, seed=seed, image_size=model.image_size, train=True)
+        train_features = extract_features(model, train, kw["batch_size"], kw["device"], desc="probe train images")
+        train_labels = [train.labels_for(i) for i in range(len(train))]
+        for attribute in zeroshot_tasks():
+            probe = LinearProbe(seed=seed, dataset=f"synthetic/{attribute}")
+            results.append(probe.evaluate_features(train_features, [row[attribute] for row in train_labels],
+                                                   image_features, [row[attribute] for row in labels]))
+    return image_features, text_features
+
+
+def _labelled(model: torch.nn.Module, dataset: str, tasks: list[str], num_samples: int, seed: int,
+              kw: dict[str, Any], results: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    name = dataset_name(dataset)
+    full, templates = _labelled_set(dataset, model.image_size, train=False)
+    probe_train = None
+    if dataset.startswith("folder:") and "linear_probe" in tasks:  # a folder has no splits: stratified halves
+        first, second = split_stratified(full.targets, 0.5, seed)
+        probe_train, full = full.select(first), full.select(second)
+    test = full.subset(num_samples, seed)
+    image_features = extract_features(model, test, kw["batch_size"], kw["device"], desc=f"{name} images")
+    if "zeroshot" in tasks:
+        classifier = ZeroShotClassifier(test.classnames, templates, dataset=name, **kw)
+        results.append(classifier.evaluate_features(model, image_features, test.targets))
+    if "linear_probe" in tasks:
+        if probe_train is None:
+            probe_train = _labelled_set(dataset, model.image_size, train=True)[0]
+        probe_train = probe_train.subset(num_samples, seed)
+        train_features = extract_features(model, probe_train, kw["batch_size"], kw["device"], desc="probe train")
+        results.append(LinearProbe(seed=seed, dataset=name).evaluate_features(
+            train_features, probe_train.targets, image_features, test.targets))
+    text_features = None
+    if "gap" in tasks:
+        prompts = [GAP_PROMPT.format(test.classnames[int(label)]) for label in test.targets]
+        text_features = encode_texts(model, prompts, kw["tokenizer"], kw["batch_size"], kw["device"], desc="prompts")
+    return image_features, text_features
+
+
+def evaluate_model(model: torch.nn.Module, dataset: str = "synthetic", tasks: Sequence[str] | str | None = None,
+                   num_samples: int = 1000, sts_file: str | Path | None = None, tokenizer: Tokenizer | None = None,
+                   batch_size: int = 256, device: str | torch.device | None = "cpu",
+                   seed: int = 0) -> tuple[list[dict[str, Any]], torch.Tensor | None, torch.Tensor | None]:
+    """Run `tasks` (default: all the dataset supports) -> (results, image features, paired text features).
+
+    Each result is {"dataset", "task", "metrics"}; the features (held-out pairs) feed the report's figures.
+    """
+    check_dataset(dataset)
+    tasks = supported_tasks(dataset) if tasks is None else parse_tasks(tasks)
+    if "retrieval" in tasks and dataset != "synthetic":
+        raise ValueError(f"retrieval needs several captions per image; dataset {dataset!r} only has class names")
+    if num_samples < 2:
+        raise ValueError(f"num_samples must be at least 2, got {num_samples}")
+    kw = {"tokenizer": tokenizer, "batch_size": batch_size, "device": device}
+    results: list[dict[str, Any]] = []
+    image_tasks = [t for t in tasks if t != "sts"]
+    image_features = text_features = None
+    if image_tasks and dataset == "synthetic":
+        image_features, text_features = _synthetic(model, image_tasks, num_samples, seed, kw, results)
+    elif image_tasks:
+        image_features, text_features = _labelled(model, dataset, image_tasks, num_samples, seed, kw, results)
+    if "gap" in tasks:
+        results.append({"dataset": dataset_name(dataset), "task": "modality_gap",
+                        "metrics": gap_metrics(image_features, text_features)})
+    if "sts" in tasks:
+        if sts_file is not None:
+            evaluator = STSEvaluator.from_file(sts_file, **kw)
+        else:
+            from alignclip.data.synthetic import synthetic_sts
+
+            evaluator = STSEvaluator(synthetic_sts(max(50, min(num_samples, 1000)), seed), dataset="synthetic-sts", **kw)
+        results.append(evaluator.evaluate(model))
+    return results, image_features, text_features
