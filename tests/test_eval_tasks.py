@@ -272,3 +272,17 @@ def test_linear_probe_rejects_bad_labels() -> None:
         LinearProbe().evaluate_features(x, torch.zeros(30), x, y)
     with pytest.raises(ValueError, match="train_labels has shape"):
         LinearProbe().evaluate_features(x, y[:10], x, y)
+
+
+def test_synthetic_classification_scores_single_shape_scenes_only() -> None:
+    """A two-shape scene has two right answers per attribute, so zero-shot and the probe skip those scenes."""
+    import alignclip
+    from alignclip.data.synthetic import SyntheticShapes
+    from alignclip.evaluation.suite import evaluate_model
+
+    model = alignclip.create_model("tiny", "clip", seed=0)
+    results, _, _ = evaluate_model(model, "synthetic", tasks="zeroshot", num_samples=60)
+    test = SyntheticShapes(60, seed=0, image_size=model.image_size, train=False)
+    single = sum(test.labels_for(i)["num_shapes"] == 0 for i in range(60))
+    assert 0 < single < 60
+    assert {r["metrics"]["num_samples"] for r in results} == {single}

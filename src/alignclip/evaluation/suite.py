@@ -61,11 +61,13 @@ def _synthetic(model: torch.nn.Module, tasks: list[str], num_samples: int, seed:
     test = SyntheticShapes(num_samples, seed=seed, image_size=model.image_size, train=False)
     image_features = extract_features(model, test, kw["batch_size"], kw["device"], desc="synthetic images")
     labels = [test.labels_for(i) for i in range(len(test))]
+    # A two-shape scene has two correct answers per attribute, so classification scores single-shape scenes only.
+    single = torch.tensor([row["num_shapes"] == 0 for row in labels])
     if "zeroshot" in tasks:
         for attribute, (classnames, templates) in zeroshot_tasks().items():
             classifier = ZeroShotClassifier(classnames, templates, dataset=f"synthetic/{attribute}", **kw)
-            results.append(classifier.evaluate_features(model, image_features,
-                                                        torch.tensor([row[attribute] for row in labels])))
+            targets = torch.tensor([row[attribute] for row in labels])
+            results.append(classifier.evaluate_features(model, image_features[single], targets[single]))
     text_features = None
     if "retrieval" in tasks or "gap" in tasks:
         k = CAPTIONS_PER_IMAGE if "retrieval" in tasks else 1
@@ -80,10 +82,12 @@ def _synthetic(model: torch.nn.Module, tasks: list[str], num_samples: int, seed:
         train = SyntheticShapes(num_samples, seed=seed, image_size=model.image_size, train=True)
         train_features = extract_features(model, train, kw["batch_size"], kw["device"], desc="probe train images")
         train_labels = [train.labels_for(i) for i in range(len(train))]
+        train_single = torch.tensor([row["num_shapes"] == 0 for row in train_labels])
         for attribute in zeroshot_tasks():
             probe = LinearProbe(seed=seed, dataset=f"synthetic/{attribute}")
-            results.append(probe.evaluate_features(train_features, [row[attribute] for row in train_labels],
-                                                   image_features, [row[attribute] for row in labels]))
+            results.append(probe.evaluate_features(
+                train_features[train_single], [row[attribute] for row in train_labels if row["num_shapes"] == 0],
+                image_features[single], [row[attribute] for row in labels if row["num_shapes"] == 0]))
     return image_features, text_features
 
 
