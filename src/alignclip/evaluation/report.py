@@ -62,7 +62,7 @@ def format_table(rows: dict[str, float], headers: Sequence[str] = ("metric", "va
     return "\n".join(lines)
 
 
-def _html_page(title: str, body: str) -> str:
+def html_page(title: str, body: str) -> str:
     style = ("body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse}"
              "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child,th:first-child"
              "{text-align:left}figure{display:inline-block;margin:0 1em 1em 0}img{max-width:100%}")
@@ -101,7 +101,7 @@ def write_report(out_dir: str | Path, metrics: dict[str, Any], image_features: A
                       f"</figcaption></figure>" for k in FIGURES if k in paths)
     body = f"<h2>Metrics</h2>\n{_metrics_table(flatten_metrics(metrics))}\n<h2>Figures</h2>\n{figures}"
     paths["index"] = out / "index.html"
-    paths["index"].write_text(_html_page(title, body))
+    paths["index"].write_text(html_page(title, body))
     return paths
 
 
@@ -153,5 +153,5 @@ def write_comparison(runs: Sequence[str | Path], out_dir: str | Path) -> dict[st
         figure_rows.append(f"<tr><td>{kind}</td>{cells}</tr>")
     body = (f"<h2>Metrics</h2><table><tr><th>metric</th>{header}</tr>{rows}</table>\n"
             f"<h2>Figures</h2><table><tr><th></th>{header}</tr>{''.join(figure_rows)}</table>")
-    (out / "index.html").write_text(_html_page("alignclip run comparison", body))
+    (out / "index.html").write_text(html_page("alignclip run comparison", body))
     return {"csv": out / "comparison.csv", "markdown": out / "comparison.md", "index": out / "index.html"}
