@@ -1,0 +1,134 @@
+"""`alignclip train`: train CLIP, SharedCLIP or AlignCLIP from flags, a YAML/TOML config and KEY=VALUE overrides."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+DESCRIPTION = """\
+Train an image-text model. With no arguments: AlignCLIP on the `tiny` preset with the built-in synthetic
+shapes dataset, on CPU in a few minutes. Results go to a new folder runs/<time>-<method>-<preset>/ holding
+config.yaml (the resolved config), metrics.jsonl, tensorboard/ and checkpoints/step_NNNNNN/.
+
+Settings come from, in order: defaults < the run being resumed < --config FILE < the flags below < --set.
+Every config key can be set with --set section.key=value (values parsed as YAML: 1e-3, true, null, [0.9, 0.98])."""
+
+EPILOG = """\
+methods:
+  clip        two towers (image ViT + text transformer), CLIP contrastive loss
+  sharedclip  one shared transformer for both modalities, CLIP loss
+  alignclip   shared transformer + intra-modality separation (IMSep) weighted by caption semantic distance
+
+examples:
+  alignclip train                                      # tiny AlignCLIP on synthetic data, CPU, a few minutes
+  alignclip train --method clip --steps 500            # the CLIP baseline, same data
+  alignclip train --set loss.separation_warmup_steps=100   # ramp IMSep in: steadier short AlignCLIP runs
+  alignclip train --preset small --batch-size 256 --set optim.lr=1e-3 --set loss.beta=0.25
+  alignclip train --data csv:data/train.csv --set data.csv_image_key=filepath --set data.csv_caption_key=title
+  alignclip train --data 'wds:shards/train-{000000..000099}.tar' --set data.num_samples=1000000 --epochs 5
+  alignclip train --config configs/alignclip_small.yaml --name my-run
+  alignclip train --resume latest                      # continue the most recent run under runs/
+  alignclip train --resume runs/my-run --steps 5000    # continue a run, training longer
+  torchrun --nproc_per_node 4 -m alignclip.cli.train --config cfg.yaml   # 4 GPUs (DDP); --batch-size is global
+
+config file (YAML; TOML works the same with [sections]):
+  method: alignclip
+  model: {preset: small}
+  optim: {lr: 5.0e-4, batch_size: 256, steps: 2000, warmup_steps: 100}
+  loss: {beta: 0.5, separation_warmup_steps: 200}
+
+Ctrl-C or SIGTERM saves a checkpoint at the next step and exits; --resume continues exactly where it stopped."""
+
+# flag -> config key (None values are "not given")
+FLAG_KEYS = {"method": "method", "preset": "model.preset", "data": "data.train", "steps": "optim.steps",
+             "epochs": "optim.epochs", "batch_size": "optim.batch_size", "lr": "optim.lr", "device": "runtime.device",
+             "precision": "runtime.precision", "workers": "data.workers", "seed": "runtime.seed",
+             "out": "logging.out", "name": "logging.name"}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from alignclip.training.config import METHODS
+    p.add_argument("--config", metavar="FILE", help="YAML (.yaml/.yml) or TOML (.toml) config file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config key, e.g. --set optim.lr=1e-3 (repeatable)")
+    p.add_argument("--method", choices=METHODS, help="what to train (default: alignclip)")
+    p.add_argument("--preset", help="model preset (tiny, small, ViT-B-16, ...) or a JSON model config path")
+    p.add_argument("--data", metavar="SPEC", help="training data: synthetic, csv:PATH, folder:DIR or wds:PATTERN")
+    p.add_argument("--steps", type=int, help="optimizer steps to train (overrides --epochs)")
+    p.add_argument("--epochs", type=int, help="epochs to train (default: 2)")
+    p.add_argument("--batch-size", type=int, help="GLOBAL batch size (all GPUs, all accumulation steps)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default: 5e-4)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: auto (cuda when available)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="default: auto = fp32 on CPU, bf16 autocast on GPU (fp16 + GradScaler if no bf16)")
+    p.add_argument("--workers", type=int, help="DataLoader workers per process (default: 2)")
+    p.add_argument("--seed", type=int, help="seed of the weights, the data order and every RNG (default: 0)")
+    p.add_argument("--out", metavar="DIR", help="root folder for run directories (default: runs)")
+    p.add_argument("--name", help="run directory name (default: a new timestamped folder)")
+    p.add_argument("--resume", metavar="latest|PATH",
+                   help="continue from 'latest' (of --name, else the newest run under --out), a run folder, "
+                        "or a checkpoint folder; the run's saved config is the starting point")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("train", help="train CLIP / SharedCLIP / AlignCLIP", description=DESCRIPTION,
+                              epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def build_config(args: argparse.Namespace):  # -> TrainConfig (import kept lazy for a fast --help)
+    from alignclip.training.checkpoint import resolve_resume
+    from alignclip.training.config import load_config, read_config_file, update
+
+    flags = {key: getattr(args, flag) for flag, key in FLAG_KEYS.items() if getattr(args, flag) is not None}
+
+    def layered(base):
+        config = load_config(None, base=base)
+        if args.config:
+            update(config, read_config_file(args.config), source=args.config)
+        update(config, flags, source="flags")
+        return load_config(None, args.overrides, base=config)
+
+    config = layered(None)
+    if args.resume:
+        checkpoint = resolve_resume(args.resume, config.logging.out, config.logging.name)
+        saved = checkpoint.parent.parent / "config.yaml"
+        if saved.is_file():  # the resumed run's own settings, then whatever was given explicitly now
+            config = layered(read_config_file(saved))
+        config.resume = str(checkpoint)
+    return config.validate()
+
+
+def run(args: argparse.Namespace) -> int:
+    from alignclip.training import NonFiniteLossError, train
+
+    try:
+        config = build_config(args)
+        if args.print_config:
+            import yaml
+            print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+            return 0
+        result = train(config)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted (second Ctrl-C): no checkpoint written for the current step", file=sys.stderr)
+        return 130
+    return 130 if result.stopped_by == "SIGINT" else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m alignclip.cli.train ...` (what torchrun launches) is the same as `alignclip train ...`."""
+    parser = argparse.ArgumentParser(prog="alignclip train", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

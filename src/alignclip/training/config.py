@@ -1,0 +1,359 @@
+"""One typed training config (nested dataclasses), loadable from YAML/TOML and overridable with ``a.b=value``.
+
+Why dataclasses and not argparse flags (open_clip's way): the same object is built by the CLI, by a YAML/TOML file
+and by Python callers (the demo), every value is type-checked against its field, and the resolved config is written
+next to the checkpoints so that ``--resume`` continues with exactly what was trained.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+import yaml
+
+METHODS = ("clip", "sharedclip", "alignclip")
+METHOD_ARCHITECTURE = {"clip": "clip", "sharedclip": "shared", "alignclip": "shared"}
+
+
+@dataclass
+class ModelSection:
+    preset: str = "tiny"  # preset name (tiny, small, ViT-B-16, ...) or a path to a JSON model config
+    architecture: Literal["clip", "shared"] | None = None  # None: derived from `method`
+
+
+@dataclass
+class DataSection:
+    train: str = "synthetic"  # "synthetic", "csv:PATH", "folder:DIR" or "wds:PATTERN" (brace patterns allowed)
+    csv_image_key: str = "filepath"  # open_clip's --csv-img-key
+    csv_caption_key: str = "title"  # open_clip's --csv-caption-key
+    csv_separator: str = "\t"  # open_clip's --csv-separator
+    num_samples: int | None = 8192  # synthetic: dataset size; wds: samples per epoch (open_clip's --train-num-samples)
+    synthetic_seed: int = 0  # which synthetic dataset (its content), independent of the training seed
+    workers: int = 2  # DataLoader worker processes per rank
+    max_skip_fraction: float = 0.05  # stop when more than this fraction of samples was unreadable
+
+
+@dataclass
+class LossSection:
+    alpha: float = 1.0  # weight of the contrastive (CLIP) term in AlignCLIPLoss
+    beta: float = 0.5  # weight of the intra-modality separation term (IMSep)
+    separate_text: bool = True
+    separate_image: bool = True
+    weighting: Literal["logits", "negatives"] = "logits"
+    # beta ramps linearly from 0 to `beta` over these steps; 0 = the paper's constant beta. On short runs with
+    # near-synonymous captions (the synthetic data) a ramp (e.g. 100) keeps IMSep from collapsing the embedding.
+    separation_warmup_steps: int = 0
+    local_loss: bool = False  # open_clip's --local-loss: logits of local rows against the global batch only
+    semantic_model: str | None = None  # sentence-transformers name/path; None: the bundled all-MiniLM-L6-v2
+    semantic_cache_dir: str | None = None  # caption-embedding disk cache; None: the encoder's default
+
+
+@dataclass
+class OptimSection:
+    lr: float = 5e-4
+    weight_decay: float = 0.2
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-6
+    warmup_steps: int = 50  # linear warm-up, then cosine decay to 0 (per optimizer step)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    grad_clip: float | None = None  # max global grad norm (open_clip's --grad-clip-norm)
+    batch_size: int = 64  # GLOBAL samples per optimizer step (all ranks, all accumulation micro-batches)
+    accum_freq: int = 1  # micro-batches per optimizer step (gradient accumulation)
+    epochs: int = 2
+    steps: int | None = None  # when set, train exactly this many optimizer steps (epochs is then ignored)
+
+
+@dataclass
+class RuntimeSection:
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: fp32 on CPU, bf16 AMP (else fp16) on GPU
+    compile: bool = False  # torch.compile the model
+    threads: int | None = None  # torch CPU threads per process; None: torch's default (one per core)
+    seed: int = 0  # weights, data order (with the epoch) and every RNG
+
+
+@dataclass
+class LoggingSection:
+    out: str = "runs"  # root folder of run directories
+    name: str | None = None  # run directory name; None: a new timestamped folder (never reuses one)
+    log_every: int = 10  # optimizer steps between metric log lines
+    progress: bool = True  # tqdm progress bar (rank 0)
+    tensorboard: bool = True  # TensorBoard event files in <run>/tensorboard
+    checkpoint_every: int = 100  # optimizer steps between checkpoints (0: only at the end)
+    keep_last: int = 3  # checkpoints kept on disk (0: keep all)
+    collapse_threshold: float = 0.9  # warn when the mean intra-modal cosine exceeds this (collapsing embedding)
+
+
+@dataclass
+class TrainConfig:
+    method: Literal["clip", "sharedclip", "alignclip"] = "alignclip"
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    loss: LossSection = field(default_factory=LossSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    runtime: RuntimeSection = field(default_factory=RuntimeSection)
+    logging: LoggingSection = field(default_factory=LoggingSection)
+    resume: str | None = None  # "latest", a run directory or a checkpoint directory
+
+    @property
+    def architecture(self) -> str:
+        return self.model.architecture or METHOD_ARCHITECTURE[self.method]
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+    def validate(self) -> "TrainConfig":
+        """Cross-field checks that a single field's type cannot express."""
+        o, d, lg, ls = self.optim, self.data, self.logging, self.loss
+        checks = [
+            (o.lr > 0, "optim.lr", o.lr, "must be > 0"),
+            (o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "must be >= 0"),
+            (all(0 <= b < 1 for b in o.betas), "optim.betas", o.betas, "must be in [0, 1)"),
+            (o.eps > 0, "optim.eps", o.eps, "must be > 0"),
+            (o.warmup_steps >= 0, "optim.warmup_steps", o.warmup_steps, "must be >= 0"),
+            (o.grad_clip is None or o.grad_clip > 0, "optim.grad_clip", o.grad_clip, "must be > 0 or null"),
+            (o.batch_size >= 2, "optim.batch_size", o.batch_size, "must be >= 2 (contrastive needs negatives)"),
+            (o.accum_freq >= 1, "optim.accum_freq", o.accum_freq, "must be >= 1"),
+            (o.batch_size % o.accum_freq == 0, "optim.batch_size", o.batch_size,
+             f"must be divisible by optim.accum_freq={o.accum_freq}"),
+            (o.epochs >= 1, "optim.epochs", o.epochs, "must be >= 1"),
+            (o.steps is None or o.steps >= 1, "optim.steps", o.steps, "must be >= 1 or null"),
+            (d.num_samples is None or d.num_samples >= 1, "data.num_samples", d.num_samples, "must be >= 1 or null"),
+            (d.workers >= 0, "data.workers", d.workers, "must be >= 0"),
+            (0 <= d.max_skip_fraction <= 1, "data.max_skip_fraction", d.max_skip_fraction, "must be in [0, 1]"),
+            (ls.alpha >= 0, "loss.alpha", ls.alpha, "must be >= 0"),
+            (ls.beta >= 0, "loss.beta", ls.beta, "must be >= 0"),
+            (ls.separation_warmup_steps >= 0, "loss.separation_warmup_steps", ls.separation_warmup_steps,
+             "must be >= 0"),
+            (lg.log_every >= 1, "logging.log_every", lg.log_every, "must be >= 1"),
+            (lg.checkpoint_every >= 0, "logging.checkpoint_every", lg.checkpoint_every, "must be >= 0"),
+            (lg.keep_last >= 0, "logging.keep_last", lg.keep_last, "must be >= 0"),
+            (bool(d.train.strip()), "data.train", d.train, "must not be empty"),
+            (self.runtime.threads is None or self.runtime.threads >= 1, "runtime.threads", self.runtime.threads,
+             "must be >= 1 or null"),
+        ]
+        for ok, key, value, why in checks:
+            if not ok:
+                raise ValueError(f"bad value for '{key}': {value!r} ({why})")
+        if self.method == "clip" and self.model.architecture == "shared":
+            raise ValueError("bad value for 'model.architecture': 'shared' with method 'clip' "
+                             "(use method 'sharedclip' for a shared transformer with the CLIP loss)")
+        if self.method != "clip" and self.model.architecture == "clip":
+            raise ValueError(f"bad value for 'model.architecture': 'clip' with method '{self.method}' "
+                             "(SharedCLIP and AlignCLIP need the shared architecture)")
+        return self
+
+
+# ---------------------------------------------------------------------------------------------------- building
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] | Mapping[str, Any] = (),
+                base: TrainConfig | Mapping[str, Any] | None = None) -> TrainConfig:
+    """defaults (or `base`) <- YAML/TOML file <- overrides ("a.b=value" strings or a {"a.b": value} mapping)."""
+    config = from_dict(base) if isinstance(base, Mapping) else (base or TrainConfig())
+    if path is not None:
+        update(config, read_config_file(path), source=str(path))
+    if isinstance(overrides, Mapping):
+        update(config, dict(overrides), source="overrides")
+    else:
+        for item in overrides:
+            key, value = parse_override(item)
+            set_value(config, key, value, from_text=True)
+    return config.validate()
+
+
+def from_dict(data: Mapping[str, Any], source: str = "config") -> TrainConfig:
+    config = TrainConfig()
+    update(config, data, source)
+    return config.validate()
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    text = path.read_text()
+    if path.suffix == ".toml":
+        try:
+            import tomllib
+        except ModuleNotFoundError:  # Python 3.10
+            import tomli as tomllib  # type: ignore[no-redef]
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ValueError(f"{path}: invalid TOML ({e})") from None
+    elif path.suffix in (".yaml", ".yml", ".json"):
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise ValueError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
+    else:
+        raise ValueError(f"{path}: config files must end in .yaml, .yml, .json or .toml")
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of config sections, got {type(data).__name__}")
+    return data
+
+
+def save_config(config: TrainConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def update(config: TrainConfig, data: Mapping[str, Any], source: str = "config", prefix: str = "") -> None:
+    """Apply a nested (or dotted-key) mapping; sections recurse, leaves are type-checked."""
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and _is_section(dotted):
+            update(config, value, source, prefix=dotted + ".")
+        else:
+            set_value(config, dotted, value)
+
+
+def parse_override(item: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"bad override {item!r}: expected KEY=VALUE, e.g. optim.lr=1e-3")
+    return key.strip(), value
+
+
+def set_value(config: TrainConfig, key: str, value: Any, from_text: bool = False) -> None:
+    """Set one dotted key; `from_text` parses the value with yaml.safe_load (raw text kept for str fields)."""
+    owner, name, hint = _resolve(config, key)
+    if from_text:
+        value = _parse_text(value, hint)
+    setattr(owner, name, _coerce(key, value, hint))
+
+
+def all_keys() -> list[str]:
+    return [key for key, _ in _walk(TrainConfig)]
+
+
+# ---------------------------------------------------------------------------------------------------- internals
+
+
+def _walk(cls: type, prefix: str = "") -> list[tuple[str, Any]]:
+    out = []
+    for f in dataclasses.fields(cls):
+        hint = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(hint):
+            out += _walk(hint, f"{prefix}{f.name}.")
+        else:
+            out.append((f"{prefix}{f.name}", hint))
+    return out
+
+
+def _is_section(key: str) -> bool:
+    return any(k.startswith(key + ".") for k in all_keys())
+
+
+def _resolve(config: TrainConfig, key: str) -> tuple[Any, str, Any]:
+    owner: Any = config
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        hints = typing.get_type_hints(type(owner))
+        if part not in hints:
+            close = difflib.get_close_matches(key, all_keys(), n=1, cutoff=0.6) or \
+                [k for k in all_keys() if k.rsplit(".", 1)[-1] == parts[-1]][:1]
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ValueError(f"unknown config key '{key}'{hint}")
+        if i == len(parts) - 1:
+            if dataclasses.is_dataclass(hints[part]):
+                raise ValueError(f"config key '{key}' is a section; set one of its keys, e.g. '{key}."
+                                 f"{dataclasses.fields(hints[part])[0].name}'")
+            return owner, part, hints[part]
+        if not dataclasses.is_dataclass(hints[part]):
+            raise ValueError(f"unknown config key '{key}' ('{'.'.join(parts[:i + 1])}' is not a section)")
+        owner = getattr(owner, part)
+    raise AssertionError("unreachable")
+
+
+def _is_optional(hint: Any) -> tuple[bool, Any]:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) < len(typing.get_args(hint)):
+            return True, args[0] if len(args) == 1 else typing.Union[tuple(args)]
+    return False, hint
+
+
+def _parse_text(text: str, hint: Any) -> Any:
+    optional, inner = _is_optional(hint)
+    if optional and text.strip() in ("null", "None", "~", ""):
+        return None
+    if inner is str:
+        return text  # keep paths and names verbatim ("2024", "on" or "1e3" stay strings)
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _describe(hint: Any) -> str:
+    optional, inner = _is_optional(hint)
+    if typing.get_origin(inner) is Literal:
+        text = "one of " + ", ".join(map(str, typing.get_args(inner)))
+    elif typing.get_origin(inner) is tuple:
+        text = "a list of " + ", ".join(getattr(a, "__name__", str(a)) for a in typing.get_args(inner))
+    else:
+        text = getattr(inner, "__name__", str(inner))
+    return text + (" or null" if optional else "")
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    optional, inner = _is_optional(hint)
+    bad = ValueError(f"bad value for '{key}': {value!r} (expected {_describe(hint)})")
+    if value is None:
+        if optional:
+            return None
+        raise bad
+    origin = typing.get_origin(inner)
+    if origin is Literal:
+        if value not in typing.get_args(inner):
+            raise bad
+        return value
+    if origin is tuple:
+        args = typing.get_args(inner)
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise bad
+        return tuple(_coerce(key, v, a) for v, a in zip(value, args))
+    if inner is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if inner is int:
+        if isinstance(value, str):  # YAML 1.1 reads "1e4" as a string
+            value = _number(value, bad)
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():  # 1e4 from YAML is a float
+                return int(value)
+            raise bad
+        return value
+    if inner is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            value = _number(value, bad)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        return float(value)
+    if inner is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    raise TypeError(f"config key '{key}' has an unsupported type {hint!r}")  # pragma: no cover
+
+
+def _number(text: str, bad: ValueError) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise bad from None
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

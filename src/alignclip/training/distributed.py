@@ -1,0 +1,87 @@
+"""torch.distributed set-up from torchrun / SLURM environment variables, and small collective helpers.
+
+One process per device (PyTorch DDP). The losses all-gather features themselves, so the trainer only needs the
+world layout, a process group, and a few scalar reductions for logging and for stopping every rank together.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def env_info() -> DistInfo:
+    """Read torchrun's RANK/WORLD_SIZE/LOCAL_RANK, else SLURM's SLURM_PROCID/SLURM_NTASKS/SLURM_LOCALID."""
+    env = os.environ
+    if "WORLD_SIZE" in env and "RANK" in env:
+        return DistInfo(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)))
+    if "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", "1")) > 1:
+        return DistInfo(int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0)))
+    return DistInfo()
+
+
+def resolve_device(requested: str, info: DistInfo) -> torch.device:
+    if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ValueError("runtime.device is 'cuda' but no CUDA device is available (use runtime.device=cpu)")
+    return torch.device("cuda", info.local_rank % torch.cuda.device_count())
+
+
+def init_distributed(info: DistInfo, device: torch.device) -> None:
+    """Join the process group: gloo on CPU, nccl on GPU. SLURM launches need MASTER_ADDR/MASTER_PORT set."""
+    if not info.enabled or (dist.is_available() and dist.is_initialized()):
+        return
+    if "MASTER_ADDR" not in os.environ or "MASTER_PORT" not in os.environ:
+        raise ValueError(f"distributed run (world size {info.world_size}) needs MASTER_ADDR and MASTER_PORT; "
+                         "launch with torchrun, or export them in the SLURM script")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    # On SLURM the env vars are SLURM's: hand rank/world to the env:// rendezvous explicitly.
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=info.rank,
+                            world_size=info.world_size)
+
+
+def cleanup_distributed() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def all_reduce(values: list[float], device: torch.device, op: str = "sum") -> list[float]:
+    """Reduce a few Python scalars across ranks (one collective); identity when not distributed."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return list(values)
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor, op={"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}[op])
+    return tensor.tolist()
+
+
+def broadcast_object(obj: object, src: int = 0) -> object:
+    if not (dist.is_available() and dist.is_initialized()):
+        return obj
+    holder = [obj]
+    dist.broadcast_object_list(holder, src=src)
+    return holder[0]
