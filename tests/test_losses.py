@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import math
-import os
-import socket
 
 import pytest
 import torch
@@ -159,17 +157,11 @@ def test_gradient_accumulation_equals_big_batch(name: str) -> None:
         assert torch.allclose(p.grad, ref_grads[n], atol=1e-5, rtol=1e-4), n
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ddp_worker(rank: int, world: int, port: int, name: str, local_loss: bool, result: str) -> None:
+def _ddp_worker(rank: int, world: int, store: str, name: str, local_loss: bool, result: str) -> None:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel as DDP
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    # A file rendezvous: no TCP port to race for with other tests.
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     torch.set_num_threads(1)
     try:
         loss_fn = LOSSES[name]()
@@ -194,7 +186,7 @@ def _ddp_worker(rank: int, world: int, port: int, name: str, local_loss: bool, r
 def test_two_process_gloo_equals_single_process(name: str, local_loss: bool, tmp_path) -> None:
     import torch.multiprocessing as mp
     result = str(tmp_path / "rank0.pt")
-    mp.start_processes(_ddp_worker, args=(2, _free_port(), name, local_loss, result), nprocs=2, join=True,
+    mp.start_processes(_ddp_worker, args=(2, str(tmp_path / "store"), name, local_loss, result), nprocs=2, join=True,
                        start_method="spawn")
     loss, grads = torch.load(result)
     ref_loss, ref_grads = _full_batch_grads(LOSSES[name]())

@@ -12,8 +12,9 @@ EPILOG = """examples:
   alignclip demo --preset small --budget 200000 --device cuda
 
 methods: clip (two towers + CLIP loss), sharedclip (shared transformer + CLIP loss),
-alignclip (shared + the paper's IMSep loss), alignclip-nw (shared + IMSep with our negatives weighting and
-a separation warm-up). Every method gets the same preset, data, seed, schedule and number of samples.
+alignclip (shared + the paper's IMSep loss), alignclip-nw (shared + IMSep with our negatives weighting).
+Both AlignCLIP rows ramp the separation weight in over the first 30% of the steps. Every method gets the same
+preset, data, seed, schedule and number of samples.
 """
 
 
@@ -38,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--methods", default=",".join(DEMO_METHODS),
                         help=f"comma-separated subset of {', '.join(DEMO_METHODS)} (default: all)")
     parser.add_argument("--quick", action="store_true", help="a tiny run (< 2 minutes) that checks the pipeline")
-    parser.add_argument("--budget", type=int, help="training samples per method (default 61440)")
+    parser.add_argument("--budget", type=int, help="training samples per method (default 92160)")
     parser.add_argument("--steps", type=int, help="optimizer steps per method (overrides --budget)")
     parser.add_argument("--batch-size", type=int, help="samples per step (default 256)")
     parser.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")

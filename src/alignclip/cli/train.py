@@ -21,7 +21,7 @@ methods:
 examples:
   alignclip train                                      # tiny AlignCLIP on synthetic data, CPU, a few minutes
   alignclip train --method clip --steps 500            # the CLIP baseline, same data
-  alignclip train --set loss.separation_warmup_steps=100   # ramp IMSep in: steadier short AlignCLIP runs
+  alignclip train --set loss.separation_warmup_steps=0     # the paper's constant IMSep weight (no ramp)
   alignclip train --preset small --batch-size 256 --set optim.lr=1e-3 --set loss.beta=0.25
   alignclip train --data csv:data/train.csv --set data.csv_image_key=filepath --set data.csv_caption_key=title
   alignclip train --data 'wds:shards/train-{000000..000099}.tar' --set data.num_samples=1000000 --epochs 5

@@ -42,12 +42,12 @@ class DataSection:
 class LossSection:
     alpha: float = 1.0  # weight of the contrastive (CLIP) term in AlignCLIPLoss
     beta: float = 0.5  # weight of the intra-modality separation term (IMSep)
-    separate_text: bool = True
-    separate_image: bool = True
-    weighting: Literal["logits", "negatives"] = "logits"
-    # beta ramps linearly from 0 to `beta` over these steps; 0 = the paper's constant beta. On short runs with
-    # near-synonymous captions (the synthetic data) a ramp (e.g. 100) keeps IMSep from collapsing the embedding.
-    separation_warmup_steps: int = 0
+    separate_text: bool = True  # IMSep between captions
+    separate_image: bool = True  # IMSep between images (weights still from the captions)
+    weighting: Literal["logits", "negatives"] = "logits"  # logits: the paper; negatives: weights in the softmax denominator
+    # A ramp lets contrastive learning start first: at constant beta the paper's IMSep collapses short runs on
+    # near-synonymous captions (the synthetic data). 0 is the paper's constant beta.
+    separation_warmup_steps: int = 100  # beta ramps linearly from 0 to `beta` over these steps (0: constant beta)
     local_loss: bool = False  # open_clip's --local-loss: logits of local rows against the global batch only
     semantic_model: str | None = None  # sentence-transformers name/path; None: the bundled all-MiniLM-L6-v2
     semantic_cache_dir: str | None = None  # caption-embedding disk cache; None: the encoder's default
@@ -55,22 +55,22 @@ class LossSection:
 
 @dataclass
 class OptimSection:
-    lr: float = 5e-4
-    weight_decay: float = 0.2
-    betas: tuple[float, float] = (0.9, 0.98)
-    eps: float = 1e-6
+    lr: float = 5e-4  # peak learning rate (AdamW)
+    weight_decay: float = 0.2  # not applied to gains, biases, embeddings, class token, logit_scale
+    betas: tuple[float, float] = (0.9, 0.98)  # AdamW betas (CLIP's)
+    eps: float = 1e-6  # AdamW epsilon
     warmup_steps: int = 50  # linear warm-up, then cosine decay to 0 (per optimizer step)
-    schedule: Literal["cosine", "constant"] = "cosine"
+    schedule: Literal["cosine", "constant"] = "cosine"  # after the warm-up
     grad_clip: float | None = None  # max global grad norm (open_clip's --grad-clip-norm)
     batch_size: int = 64  # GLOBAL samples per optimizer step (all ranks, all accumulation micro-batches)
     accum_freq: int = 1  # micro-batches per optimizer step (gradient accumulation)
-    epochs: int = 2
+    epochs: int = 2  # passes over the data (when `steps` is null)
     steps: int | None = None  # when set, train exactly this many optimizer steps (epochs is then ignored)
 
 
 @dataclass
 class RuntimeSection:
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: fp32 on CPU, bf16 AMP (else fp16) on GPU
     compile: bool = False  # torch.compile the model
     threads: int | None = None  # torch CPU threads per process; None: torch's default (one per core)
@@ -91,7 +91,7 @@ class LoggingSection:
 
 @dataclass
 class TrainConfig:
-    method: Literal["clip", "sharedclip", "alignclip"] = "alignclip"
+    method: Literal["clip", "sharedclip", "alignclip"] = "alignclip"  # clip | sharedclip | alignclip
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
     loss: LossSection = field(default_factory=LossSection)
@@ -357,3 +357,34 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
+
+
+def reference_table() -> str:
+    """The Markdown config reference (key, default, meaning), read off the dataclasses and their comments; the
+    README embeds it and a test keeps the two identical."""
+    import inspect
+    import re
+
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+
+    def comments(cls: type) -> dict[str, str]:
+        found = {}
+        for line in inspect.getsource(cls).splitlines():
+            match = re.match(r"\s+(\w+):[^#]*?(?:#\s*(.*))?$", line)
+            if match and match.group(2):
+                found[match.group(1)] = match.group(2).strip()
+        return found
+
+    def walk(cls: type, prefix: str) -> None:
+        notes = comments(cls)
+        for f in dataclasses.fields(cls):
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            if dataclasses.is_dataclass(default):
+                walk(type(default), f"{prefix}{f.name}.")
+                continue
+            shown = yaml.safe_dump(_plain(default), default_flow_style=True).strip().removesuffix("\n...")
+            note = notes.get(f.name, "").replace("|", "\\|")
+            rows.append(f"| `{prefix}{f.name}` | `{shown}` | {note} |")
+
+    walk(TrainConfig, "")
+    return "\n".join(rows)
