@@ -151,8 +151,12 @@ def test_gradient_accumulation_equals_big_batch(name: str) -> None:
     ref_loss, ref_grads = _full_batch_grads(LOSSES[name]())
     model, data = _Encoder(), _data()
     micro = [{k: v[i:i + 2] for k, v in data.items()} for i in range(0, 8, 2)]
-    terms, _ = accumulated_backward(model, LOSSES[name](), micro)
+    terms, out = accumulated_backward(model, LOSSES[name](), micro)
     assert terms["loss"].item() == pytest.approx(ref_loss, rel=1e-5)
+    with torch.no_grad():
+        full = _Encoder()(data["images"], data["tokens"])
+    paired = (full["image_features"] * full["text_features"]).sum(-1).mean()
+    assert out["diagnostics"]["paired_cosine"].item() == pytest.approx(paired.item(), rel=1e-5)  # whole batch
     for n, p in model.named_parameters():
         assert torch.allclose(p.grad, ref_grads[n], atol=1e-5, rtol=1e-4), n
 

@@ -13,6 +13,8 @@ from typing import Any, Callable, ContextManager, Sequence
 import torch
 from torch import nn
 
+from alignclip.models.diagnostics import batch_gap_diagnostics
+
 
 def _forward(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
     return model(batch["images"], batch["tokens"])
@@ -22,7 +24,8 @@ def accumulated_backward(model: nn.Module, loss_fn: nn.Module, micro_batches: Se
                          backward: Callable[[torch.Tensor], None] | None = None,
                          autocast: Callable[[], ContextManager] = contextlib.nullcontext,
                          ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Backpropagate the loss of the concatenated micro-batches; returns (detached loss terms, last model output).
+    """Backpropagate the loss of the concatenated micro-batches; returns (detached loss terms, the last model output
+    with its diagnostics recomputed over the whole batch).
 
     `model` may be DDP-wrapped: gradient sync is skipped on all but the last pass. `backward` replaces
     `loss.backward()` (e.g. a GradScaler's scale), `autocast` wraps the forward passes.
@@ -50,4 +53,6 @@ def accumulated_backward(model: nn.Module, loss_fn: nn.Module, micro_batches: Se
                 logit_scale = out["logit_scale"] if j == last else out["logit_scale"].detach()
                 terms = loss_fn(all_images, all_texts, logit_scale, semantic_features=semantic)
             backward(terms["loss"])
+    # Diagnostics of the whole accumulated batch, not of the last micro-batch alone.
+    out = {**out, "diagnostics": batch_gap_diagnostics(all_images, all_texts)}
     return {name: value.detach() for name, value in terms.items()}, out
