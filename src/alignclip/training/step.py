@@ -58,7 +58,7 @@ class StepRunner:
             chunks = zip(images.chunk(k), tokens.chunk(k),
                          semantic.chunk(k) if semantic is not None else [None] * k)
             micro = [{"images": i, "tokens": t, "semantic_features": s} for i, t, s in chunks]
-            # `out` is the last micro-batch's output: its diagnostics describe that micro-batch only.
+            # `out` is the last micro-batch's output, with diagnostics recomputed over the whole batch.
             terms, out = accumulated_backward(self.model, self.loss_fn, micro, backward=self._backward,
                                               autocast=self.autocast)
         loss = terms["loss"]
