@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from alignclip.fileio import atomic_write
+
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 META_FILE = "meta.json"
 SHARD_PREFIX = "shard-"
@@ -93,18 +95,9 @@ def load_sentence_model(model_name_or_path: str | os.PathLike | None, device: st
         return SentenceTransformer(str(model_name_or_path), device=device)
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    """Write via a unique temp file in the same dir + ``os.replace``: readers never see a partial file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+def _save_npz(path: Path, **arrays: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object: np.savez would append ".npz" to a temp file's name
+        np.savez(f, **arrays)
 
 
 class SemanticEncoder:
@@ -189,7 +182,7 @@ class SemanticEncoder:
         hashes = np.frombuffer(b"".join(self._pending), dtype=np.uint8).reshape(-1, 16)
         emb = self._emb[rows]
         name = f"{SHARD_PREFIX}{time.time_ns():x}-{os.getpid()}-{uuid.uuid4().hex[:12]}.npz"
-        _atomic_write(self.cache_dir / name, lambda f: np.savez(f, hashes=hashes, embeddings=emb))
+        atomic_write(self.cache_dir / name, lambda tmp: _save_npz(tmp, hashes=hashes, embeddings=emb))
         self._seen_shards.add(name)
         self._pending = []
 
@@ -309,4 +302,4 @@ class SemanticEncoder:
                                  f"(dim {meta.get('dim')}), not {self.model_id!r} (dim {self.dim}); not flushing")
             return
         text = json.dumps({"model": self.model_id, "dim": self.dim, "format": CACHE_FORMAT}, indent=1)
-        _atomic_write(path, lambda f: f.write(text.encode()))
+        atomic_write(path, lambda tmp: tmp.write_text(text))

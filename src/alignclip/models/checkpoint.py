@@ -3,15 +3,15 @@ AlignCLIP and open_clip `.pt` files (loaded with weights_only=True)."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from alignclip.fileio import atomic_write
 
 from .base import ContrastiveModel
 from .config import ModelConfig, list_presets, load_model_config
@@ -28,26 +28,15 @@ def _paths(path: str | Path) -> tuple[Path, Path]:
     return path / WEIGHTS_NAME, path / CONFIG_NAME
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def save_checkpoint(model: ContrastiveModel, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
     """Write `path/model.safetensors` + `path/config.json` (or `X.safetensors` + `X.json`); each file atomically."""
     model = getattr(model, "module", model)  # unwrap DDP
     weights, config = _paths(path)
     weights.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    _atomic_write(weights, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    atomic_write(weights, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
     document = {"architecture": model.architecture, "model": model.config.to_dict(), **(metadata or {})}
-    _atomic_write(config, lambda tmp: Path(tmp).write_text(json.dumps(document, indent=2) + "\n"))
+    atomic_write(config, lambda tmp: tmp.write_text(json.dumps(document, indent=2) + "\n"))
     return weights.parent if weights.name == WEIGHTS_NAME else weights
 
 
