@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -44,6 +45,7 @@ def test_import_official_alignclip(tmp_path) -> None:
     images, tokens = torch.randn(2, 3, 32, 32), torch.randint(0, 49407, (2, 32))
     with torch.no_grad():
         assert torch.allclose(model.encode_text(tokens), loaded.encode_text(tokens))
+        assert torch.allclose(model.encode_image(images), loaded.encode_image(images))
 
 
 def test_import_official_b16_shapes_pick_preset() -> None:
@@ -118,3 +120,114 @@ def test_a_few_steps_lower_the_loss(method: str) -> None:
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.6 * losses[0], losses
+
+
+SMALL = {"embed_dim": 16, "vision_cfg": {"image_size": 16, "patch_size": 8, "width": 32, "layers": 2, "heads": 2},
+         "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 32, "layers": 2, "heads": 2}}
+HOSTILE_CHILD = r'''
+import json, resource, sys
+from pathlib import Path
+import torch
+import alignclip
+from safetensors.torch import save_file
+root, small = Path(sys.argv[1]), json.loads(sys.argv[2])
+model = alignclip.create_model(small, "clip")
+state = dict(model.state_dict())
+state.update({k.replace("resblocks.1.", "resblocks.100000."): v for k, v in state.items() if ".resblocks.1." in k})
+torch.save(state, root / "block100000.pt")
+def ours(name, edit):
+    folder = alignclip.save_checkpoint(model, root / name)
+    doc = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(edit(doc)))
+    return folder
+wide = lambda d: {**d, "model": {**d["model"], "vision_cfg": {**d["model"]["vision_cfg"], "width": 16384},
+                                  "text_cfg": {**d["model"]["text_cfg"], "width": 16384}}}
+deep = lambda d: {**d, "model": {**d["model"], "text_cfg": {**d["model"]["text_cfg"], "layers": 10 ** 6}}}
+cases = [root / "block100000.pt", ours("wide", wide), ours("deep", deep), ours("list", lambda d: [d]),
+         ours("null", lambda d: {**d, "model": None})]
+truncated = ours("truncated", lambda d: d) / "model.safetensors"
+truncated.write_bytes(truncated.read_bytes()[:5000])
+cases.append(truncated.parent)
+(root / "bert").mkdir()
+(root / "bert" / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 16384}))
+save_file({"x": torch.zeros(1)}, str(root / "bert" / "model.safetensors"))
+cases += [root / "bert", (root / "block1.pt", "ViT-bigG-14")]
+torch.save(dict(model.state_dict()), root / "block1.pt")
+for case in cases:
+    case, config = case if isinstance(case, tuple) else (case, None)
+    try:
+        alignclip.load_checkpoint(case, config=config)
+        print("LOADED", case)
+    except (ValueError, FileNotFoundError) as e:
+        print("ERROR", str(e).replace(str(root), "ROOT"))
+try:
+    alignclip.create_model({**small, "vision_cfg": {**small["vision_cfg"], "width": 16384, "heads": 128}})
+except ValueError as e:
+    print("ERROR", e)
+print("MAXRSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+'''
+
+
+def test_hostile_files_are_refused_with_low_memory(tmp_path) -> None:
+    """Issues 8/9: a file naming block 100000, configs asking for width 16384 or 10^6 layers, a JSON list, a null
+    model, a truncated safetensors, an HF folder of another model type and a config contradicting the file: each
+    one line, in a child capped at 3 GB of address space, whose peak RSS stays low."""
+    import resource
+    import subprocess
+    import sys
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+
+    done = subprocess.run([sys.executable, "-c", HOSTILE_CHILD, str(tmp_path), json.dumps(SMALL)], preexec_fn=cap,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [line for line in done.stdout.splitlines() if line.startswith(("ERROR", "LOADED"))]
+    assert len(lines) == 9 and all(line.startswith("ERROR") for line in lines), done.stdout
+    expected = ["names block 100000", "parameters, more than the", "layers 1000000 is more than the 1024",
+                "not an alignclip model config", "not an alignclip model config",
+                "unreadable safetensors", "a Hugging Face 'bert' model",
+                r"contradicts the file: embed_dim 1280 \(file: 16\)",
+                "parameters, more than the .* ALIGNCLIP_MAX_PARAMS"]
+    for line, pattern in zip(lines, expected):
+        assert re.search(pattern, line), (pattern, line)
+    peak_kb = int(done.stdout.split("MAXRSS_KB")[1])
+    assert peak_kb < 1_000_000, f"peak RSS {peak_kb} KB"
+
+
+def test_orig_mod_and_config_checks(tmp_path, capsys) -> None:
+    model = alignclip.create_model(SMALL, "clip", seed=0)
+    path = tmp_path / "compiled.pth"
+    torch.save({"state_dict": {f"module._orig_mod.{k}": v for k, v in model.state_dict().items()}}, path)
+    loaded = alignclip.load_checkpoint(path, config=SMALL)
+    assert loaded.config == model.config and _same_weights(model, loaded)
+    assert capsys.readouterr().err == ""  # a config was given: nothing assumed
+    alignclip.load_checkpoint(path)
+    assert capsys.readouterr().err.count("assumed") == 1
+    with pytest.raises(ValueError, match=r"contradicts the file: embed_dim 512 \(file: 16\), vision_cfg.width 768 "
+                                         r"\(file: 32\)"):
+        alignclip.load_checkpoint(path, config="ViT-B-16-quickgelu")
+    save_file(dict(model.state_dict()), str(tmp_path / "bare.safetensors"))  # open_clip .safetensors, no JSON
+    assert _same_weights(model, alignclip.load_checkpoint(tmp_path / "bare.safetensors", config=SMALL))
+
+
+def test_old_config_without_new_fields_loads(tmp_path) -> None:
+    model = alignclip.create_model("tiny", "clip", seed=0)
+    folder = alignclip.save_checkpoint(model, tmp_path / "old")
+    document = json.loads((folder / "config.json").read_text())
+    del document["model"]["activation"]
+    for key in ("layer_norm_eps", "pool_type", "eos_id"):
+        document["model"]["text_cfg"].pop(key)
+    document["model"]["vision_cfg"].pop("layer_norm_eps")
+    (folder / "config.json").write_text(json.dumps(document))
+    loaded = alignclip.load_checkpoint(folder)
+    assert loaded.config.activation == "gelu" and loaded.config.text_cfg.pool_type == "argmax"
+    assert _same_weights(model, loaded)
+
+
+def test_torchscript_archive_is_named(tmp_path) -> None:
+    """OpenAI's original .pt files are TorchScript: refused (never executed) with a way out."""
+    scripted = torch.jit.trace(torch.nn.Linear(2, 2), torch.zeros(1, 2))
+    torch.jit.save(scripted, str(tmp_path / "ViT-B-32.pt"))
+    with pytest.raises(ValueError, match="a TorchScript archive .* save its state_dict"):
+        alignclip.load_checkpoint(tmp_path / "ViT-B-32.pt")

@@ -14,7 +14,7 @@ import torch
 from alignclip.cli.data import register
 from alignclip.data.collate import Collate
 from alignclip.data.pack import pack
-from alignclip.data.shards import TarShardDataset, braceexpand, expand_urls, iter_tar_groups
+from alignclip.data.shards import BadSample, TarShardDataset, braceexpand, expand_urls, iter_tar_groups
 from alignclip.data.sources import CsvDataset, FolderDataset, build_dataset
 from alignclip.data.synthetic import SyntheticShapes
 from alignclip.data.transforms import EvalTransform, TrainTransform
@@ -61,7 +61,7 @@ def test_braceexpand_and_url_lists(tmp_path):
     assert expand_urls(f"{tmp_path}/a.tar::{tmp_path}/b.tar") == [str(tmp_path / "a.tar"), str(tmp_path / "b.tar")]
 
 
-def test_csv_dataset_bad_rows_become_none(tmp_path):
+def test_csv_dataset_bad_rows_are_named(tmp_path):
     pairs = _images(tmp_path, 4)
     (tmp_path / "img" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
     rows = [(os.path.relpath(p, tmp_path), c) for p, c in pairs]  # relative to the CSV's folder
@@ -71,9 +71,13 @@ def test_csv_dataset_bad_rows_become_none(tmp_path):
     assert len(ds) == 7
     assert [ds[i]["caption"] for i in range(4)] == [c for _, c in pairs]
     assert ds[0]["image"].shape == (3, 32, 32)
-    assert ds[4] is None and ds[5] is None and ds[6] is None
+    tsv = str(tmp_path / "train.tsv")
+    assert ds[4] == BadSample(str(tmp_path / "img" / "missing.png"), "image file not found")
+    assert ds[5] == BadSample(f"{tsv}:7", "empty caption")  # CSV line 7 (the header is line 1)
+    assert ds[6].source.endswith("corrupt.png") and ds[6].reason.startswith("image cannot be read")
     batch = Collate(FakeTokenizer())([ds[i] for i in range(7)])
     assert batch["num_skipped"] == 3 and batch["images"].shape[0] == 4
+    assert batch["bad_samples"] == [tuple(ds[i]) for i in (4, 5, 6)]  # named across worker processes
     assert len(build_dataset(f"tsv:{tmp_path / 'train.tsv'}", 32, train=True, num_samples=2)) == 2
 
 
@@ -97,7 +101,8 @@ def test_folder_dataset(tmp_path):
     _images(tmp_path, 1, "unpaired")  # an image with no caption file is left out
     ds = FolderDataset(str(tmp_path), transform=EvalTransform(32))
     assert len(ds) == 5 and ds.num_unpaired == 1
-    assert ds[0]["caption"] == pairs[0][1] and ds[1] is None and ds[4]["caption"] == pairs[4][1]
+    assert ds[0]["caption"] == pairs[0][1] and ds[4]["caption"] == pairs[4][1]
+    assert ds[1] == BadSample(str(Path(pairs[1][0]).with_suffix(".txt")), "empty caption")
     with pytest.raises(FileNotFoundError):
         FolderDataset(str(tmp_path / "missing"))
     (tmp_path / "void").mkdir()
@@ -185,7 +190,7 @@ def test_epochs_reshuffle_and_resampling(shards):
     assert len(list(TarShardDataset(pattern, resampled=True, num_samples=12))) == 12
 
 
-def test_bad_members_and_truncated_shard_become_none(tmp_path, shards):
+def test_bad_members_and_truncated_shard_are_named(tmp_path, shards):
     pattern, captions = shards
     first_shard = expand_urls(pattern)[0]
     with tarfile.open(first_shard) as tar:
@@ -201,19 +206,24 @@ def test_bad_members_and_truncated_shard_become_none(tmp_path, shards):
     ds = TarShardDataset([str(tmp_path / n) for n in ("bad.tar", "cut.tar", "junk.tar")], transform=EvalTransform(16),
                          shuffle_shards=False, shuffle_buffer=0)
     samples = list(ds)
-    assert samples[0]["caption"] == "fine" and samples[1:5] == [None] * 4
-    cut = samples[5:-1]  # what was readable from the truncated shard, then a None marker
-    readable = [s["caption"] for s in cut if s is not None]
-    assert 1 <= len(readable) < 4 and readable == captions[: len(readable)] and cut[-1] is None
-    assert samples[-1] is None  # the non-tar file: one None, no crash
-    bad = 4 + cut.count(None) + 1
+    bad_tar = str(tmp_path / "bad.tar")
+    assert samples[0]["caption"] == "fine" and samples[1:5] == [
+        BadSample(f"{bad_tar}#b", "image cannot be decoded"), BadSample(f"{bad_tar}#c", "empty caption"),
+        BadSample(f"{bad_tar}#d", "no .txt caption member"), BadSample(f"{bad_tar}#e", "no image member (jpg, jpeg, "
+                                                                                   "png, webp)")]
+    cut = samples[5:-1]  # what was readable from the truncated shard, then a BadSample marker
+    readable = [s["caption"] for s in cut if isinstance(s, dict)]
+    assert 1 <= len(readable) < 4 and readable == captions[: len(readable)]
+    assert cut[-1].source == str(tmp_path / "cut.tar") and "truncated" in cut[-1].reason
+    assert isinstance(samples[-1], BadSample)  # the non-tar file: one BadSample, no crash
+    bad = 4 + sum(isinstance(s, BadSample) for s in cut) + 1
     batch = Collate(FakeTokenizer())(samples)
     assert batch["num_skipped"] == bad and batch["images"].shape[0] == len(samples) - bad
 
 
 def test_truncation_anywhere_is_reported(tmp_path, shards):
     """Cut a shard at every 256 bytes (inside data, inside headers, on block edges): never raises, always ends
-    with a None marker, and every complete sample before the cut is kept."""
+    with a BadSample marker, and every complete sample before the cut is kept."""
     pattern, captions = shards
     path = expand_urls(pattern)[0]
     with tarfile.open(path) as tar:  # a sample is whole once its caption (stored after the image) is whole
@@ -223,8 +233,8 @@ def test_truncation_anywhere_is_reported(tmp_path, shards):
     for cut in range(0, archive_end, 256):
         (tmp_path / "cut.tar").write_bytes(data[:cut])
         groups = list(iter_tar_groups(str(tmp_path / "cut.tar")))
-        assert groups[-1] is None, cut
-        complete = [g[2] for g in groups if g is not None and g[1] is not None and g[2]]
+        assert isinstance(groups[-1], BadSample), cut
+        complete = [g.caption.decode() for g in groups if not isinstance(g, BadSample) and g.image and g.caption]
         assert complete == captions[: sum(end <= cut for end in caption_ends)], cut
 
 

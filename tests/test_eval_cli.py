@@ -34,15 +34,6 @@ def one_line_error(capsys: pytest.CaptureFixture, argv: list[str], message: str)
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import alignclip
-
-    path = tmp_path_factory.mktemp("ckpt") / "tiny"
-    alignclip.save_checkpoint(alignclip.create_model("tiny", seed=0), path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def eval_run(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("eval") / "run"
     assert cli(["eval", checkpoint, "--num-samples", 24, "--batch-size", 64, "--out", out]) == 0
@@ -114,13 +105,16 @@ def test_eval_fashion_mnist_from_idx(checkpoint: Path, tmp_path: Path, monkeypat
 @needs_models
 def test_eval_image_folder(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     root = make_folder(tmp_path / "pets")
-    assert cli(["eval", checkpoint, "--dataset", f"folder:{root}", "--out", tmp_path / "out",
-                "--tasks", "zeroshot,linear_probe,gap"]) == 0
+    with pytest.warns(FutureWarning, match="classes:DIR"):  # the deprecated spelling still works
+        assert cli(["eval", checkpoint, "--dataset", f"folder:{root}", "--out", tmp_path / "out",
+                    "--tasks", "zeroshot,linear_probe,gap"]) == 0
     document = json.loads((tmp_path / "out" / "metrics.json").read_text())
     tasks = {(r["dataset"], r["task"]): r["metrics"] for r in document["results"]}
-    assert tasks[("folder/pets", "linear_probe")]["num_train"] == 4  # stratified halves of 2 x 3 images
-    assert tasks[("folder/pets", "zeroshot_classification")]["num_samples"] == 2
-    assert ("folder/pets", "modality_gap") in tasks and (tmp_path / "out" / "sphere.png").is_file()
+    assert tasks[("classes/pets", "linear_probe")]["num_train"] == 4  # stratified halves of 2 x 3 images
+    assert tasks[("classes/pets", "zeroshot_classification")]["num_samples"] == 2
+    assert ("classes/pets", "modality_gap") in tasks and (tmp_path / "out" / "sphere.png").is_file()
+    gap = next(r for r in document["results"] if r["task"] == "modality_gap")
+    assert "class prompt" in gap["pairs"] and "not comparable" in gap["pairs"]
 
 
 @needs_models

@@ -187,6 +187,7 @@ def _ddp_worker(rank: int, world: int, store: str, name: str, local_loss: bool, 
 
 @pytest.mark.parametrize("name,local_loss", [("clip", False), ("clip", True), ("alignclip", False),
                                              ("alignclip_neg", True)])
+@pytest.mark.slow
 def test_two_process_gloo_equals_single_process(name: str, local_loss: bool, tmp_path) -> None:
     import torch.multiprocessing as mp
     result = str(tmp_path / "rank0.pt")

@@ -131,3 +131,20 @@ def test_bad_configs(tmp_path) -> None:
         model.encode_text(torch.zeros(2, 77, dtype=torch.long))
     with pytest.raises(ValueError, match=r"expected images of shape \[N, 3, 32, 32\]"):
         model.encode_image(torch.zeros(2, 3, 64, 64))
+
+
+def test_activation_and_text_pooling_are_configurable() -> None:
+    from alignclip.models.transformer import QuickGELU, text_pool
+    x = torch.tensor([-2.0, 0.0, 1.0])
+    # hand-worked x * sigmoid(1.702 x): -2 / (1 + e^3.404) and 1 / (1 + e^-1.702)
+    assert torch.allclose(QuickGELU()(x), torch.tensor([-0.0643414, 0.0, 0.8457958]), atol=1e-6)
+    cfg = {**load_model_config("tiny").to_dict(), "activation": "quick_gelu"}
+    model = alignclip.create_model(cfg, "clip")
+    assert isinstance(model.transformer.resblocks[0].mlp.gelu, QuickGELU)
+    with pytest.raises(ValueError, match="activation must be one of gelu, quick_gelu"):
+        alignclip.create_model({**cfg, "activation": "relu"})
+    features = torch.arange(12.0).view(2, 3, 2)  # [batch, position, width]
+    tokens = torch.tensor([[5, 2, 9], [2, 7, 2]])
+    assert text_pool(features, tokens).tolist() == [features[0, 2].tolist(), features[1, 1].tolist()]  # argmax
+    assert text_pool(features, tokens, "eos", 2).tolist() == [features[0, 1].tolist(), features[1, 0].tolist()]
+    assert text_pool(features, tokens, "last").tolist() == features[:, 2].tolist()

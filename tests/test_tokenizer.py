@@ -1,22 +1,31 @@
 """Golden tests for alignclip's CLIP BPE tokenizer.
 
-Every id list below was produced by open_clip's own ``SimpleTokenizer`` (open_clip/tokenizer.py unzipped from
-open_clip_torch-3.3.0-py3-none-any.whl and run from /tmp, not installed), once with the real ftfy 6.3.1 and once
-with ``ftfy.fix_text`` stubbed to identity. Both runs agree on every string in GOLDEN_ENCODE; the strings in
-FTFY_GOLDEN are the ones where ftfy changes the text, with the ids of both runs.
+The hand-picked id lists below were produced by open_clip's own ``SimpleTokenizer`` (open_clip/tokenizer.py unzipped
+from open_clip_torch-3.3.0-py3-none-any.whl and run from /tmp, not installed) with ftfy 6.3.1. The bulk check uses
+tests/goldens/tokenizer_openclip.json.gz: ~15k varied strings and open_clip 3.3's ids, made by
+scripts/make_tokenizer_goldens.py.
 """
 from __future__ import annotations
 
+import gzip
+import importlib.util
+import json
 import pickle
+import random
+import string
+import sys
+from pathlib import Path
 
+import ftfy
 import numpy as np
 import pytest
 import torch
 
 import alignclip
 from alignclip import tokenizer as tokenizer_module
-from alignclip.tokenizer import HAS_FTFY, Tokenizer, get_tokenizer
+from alignclip.tokenizer import Tokenizer, get_tokenizer
 
+GOLDENS = Path(__file__).parent / "goldens" / "tokenizer_openclip.json.gz"
 SOT, EOT = 49406, 49407
 
 GOLDEN_ENCODE: dict[str, list[int]] = {
@@ -67,15 +76,18 @@ GOLDEN_DECODE: dict[str, str] = {
     "3.14159 and 007 and 1e-5": "3 . 1 4 1 5 9 and 0 0 7 and 1 e - 5 ",
 }
 
-# text -> (ids with ftfy.fix_text, ids without ftfy)
-FTFY_GOLDEN: dict[str, tuple[list[int], list[int]]] = {
-    "“curly quotes” and ‘single’": (
-        [257, 20795, 5808, 257, 537, 568, 17005, 262],
-        [728, 506, 20795, 5808, 728, 507, 537, 728, 502, 2688, 728, 503]),
-    "ﬁne ligature": ([3797, 19915, 4490], [171, 105, 223, 1422, 19915, 4490]),
-    "ＦＵＬＬ width": ([1476, 23571], [171, 121, 228, 171, 121, 243, 171, 121, 234, 171, 121, 490, 23571]),
-    "mojibake: cafÃ©": ([617, 3252, 11878, 281, 15304], [617, 3252, 11878, 281, 3471, 127, 352, 5811]),
+# Text ftfy changes, with open_clip's ids (which run ftfy.fix_text first).
+FTFY_GOLDEN: dict[str, list[int]] = {
+    "“curly quotes” and ‘single’": [257, 20795, 5808, 257, 537, 568, 17005, 262],
+    "ﬁne ligature": [3797, 19915, 4490],
+    "ＦＵＬＬ width": [1476, 23571],
+    "mojibake: cafÃ©": [617, 3252, 11878, 281, 15304],
 }
+
+# The issue's ordinary captions, which gave other ids than open_clip's when ftfy was optional and absent, and the
+# plain spelling that open_clip (through ftfy) tokenizes them as.
+ORDINARY = {"the dog’s toy": "the dog's toy", "I’m here": "I'm here", "a “red” car": 'a "red" car',
+            "ﬁsh market": "fish market", "cafe\u0301 au lait": "café au lait", "mojibake: cafÃ©": "mojibake: café"}
 
 LONG_OBJECTS = "a photo of " + " and ".join(f"object {i}" for i in range(60))  # 232 BPE tokens
 # open_clip tokenize(LONG_OBJECTS, 77)[0] and tokenize(LONG_OBJECTS, 16)[0]
@@ -105,8 +117,7 @@ def test_encode_matches_open_clip(tok: Tokenizer, text: str) -> None:
 
 @pytest.mark.parametrize("text", list(FTFY_GOLDEN))
 def test_ftfy_dependent_text(tok: Tokenizer, text: str) -> None:
-    with_ftfy, without_ftfy = FTFY_GOLDEN[text]
-    assert tok.encode(text) == (with_ftfy if HAS_FTFY else without_ftfy)
+    assert tok.encode(text) == FTFY_GOLDEN[text]
 
 
 def test_anchor_rows_are_zero_padded(tok: Tokenizer) -> None:
@@ -186,3 +197,63 @@ def test_ids_within_vocab(tok: Tokenizer) -> None:
     out = tok(list(GOLDEN_ENCODE) + list(FTFY_GOLDEN))
     assert int(out.min()) >= 0 and int(out.max()) < tok.vocab_size
     assert np.all((out[:, 0] == SOT).numpy())
+
+
+@pytest.fixture(scope="module")
+def goldens() -> dict:
+    return json.loads(gzip.decompress(GOLDENS.read_bytes()))
+
+
+def test_goldens_are_large_and_from_open_clip(goldens: dict) -> None:
+    meta = goldens["meta"]
+    assert meta["open_clip"] == "3.3.0" and meta["num_texts"] == len(goldens["texts"]) == len(goldens["ids"]) > 10_000
+    assert meta["differ_without_ftfy"] > 1_000  # the set exercises ftfy's fixes, not only plain ASCII
+    assert len(goldens["rows77"]) > 50
+
+
+def test_encode_matches_open_clip_goldens(tok: Tokenizer, goldens: dict) -> None:
+    ours = [tok.encode(text) for text in goldens["texts"]]
+    wrong = [(text, ids, mine) for text, ids, mine in zip(goldens["texts"], goldens["ids"], ours) if mine != ids]
+    assert not wrong, f"{len(wrong)} of {len(goldens['texts'])} differ from open_clip, e.g. {wrong[:3]}"
+
+
+def test_rows_match_open_clip_tokenize_goldens(tok: Tokenizer, goldens: dict) -> None:
+    """Every row of one batch: open_clip's truncated tokenize() rows for long texts, sot+ids+eot+zeros otherwise."""
+    batch = tok(goldens["texts"]).tolist()
+    for i, (row, ids) in enumerate(zip(batch, goldens["ids"])):
+        expected = goldens["rows77"].get(str(i)) or [SOT] + ids + [EOT] + [0] * (75 - len(ids))
+        assert row == expected, goldens["texts"][i]
+
+
+@pytest.mark.parametrize("text", list(ORDINARY))
+def test_ordinary_captions_tokenize_as_their_plain_spelling(tok: Tokenizer, goldens: dict, text: str) -> None:
+    golden = dict(zip(goldens["texts"], goldens["ids"]))
+    assert tok.encode(text) == golden[text] == golden[ORDINARY[text]]
+
+
+def test_ascii_shortcut_agrees_with_ftfy(goldens: dict) -> None:
+    """fix_text skips ftfy on printable ASCII without '&': check that ftfy really is the identity there."""
+    rng = random.Random(0)
+    alphabet = string.printable.replace("&", "")  # includes tabs/newlines, which must take the ftfy path
+    texts = goldens["texts"] + ["".join(rng.choices(alphabet, k=rng.randint(0, 60))) for _ in range(3000)]
+    shortcut = 0
+    for text in texts:
+        assert tokenizer_module.fix_text(text) == ftfy.fix_text(text), repr(text)
+        shortcut += text.isascii() and text.isprintable() and "&" not in text
+    assert shortcut > 2000
+
+
+def test_missing_ftfy_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broken install without ftfy fails on import with the fix, rather than silently giving other ids."""
+    monkeypatch.setitem(sys.modules, "ftfy", None)  # makes `import ftfy` raise ImportError
+    spec = importlib.util.spec_from_file_location("alignclip_tokenizer_without_ftfy", tokenizer_module.__file__)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # a fresh copy: the real module stays imported and intact
+    with pytest.raises(ImportError, match=r"needs ftfy>=6\.3 .*pip install 'ftfy>=6\.3'"):
+        spec.loader.exec_module(module)
+
+
+def test_ftfy_is_a_declared_dependency() -> None:
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    assert '"ftfy>=6.3",' in pyproject
+    assert tuple(int(p) for p in ftfy.__version__.split(".")[:2]) >= (6, 3)  # 6.0-6.2 differ on some mojibake

@@ -42,7 +42,7 @@ def test_cross_field_checks() -> None:
     with pytest.raises(ValueError, match="'optim.batch_size': 10 .*divisible by optim.accum_freq=4"):
         load_config(overrides=["optim.batch_size=10", "optim.accum_freq=4"])
     with pytest.raises(ValueError, match="'model.architecture'"):
-        load_config(overrides=["method=alignclip", "model.architecture=clip"])
+        load_config(overrides=["method=sharedclip", "model.architecture=clip"])
 
 
 def test_set_values_are_parsed_and_typed() -> None:

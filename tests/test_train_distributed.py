@@ -15,10 +15,8 @@ from safetensors.torch import load_file
 
 from alignclip.training import load_config, train
 from alignclip.training.metrics import read_metrics
+from conftest import MICRO
 
-MICRO = {"embed_dim": 32,
-         "vision_cfg": {"image_size": 16, "patch_size": 4, "width": 32, "layers": 1, "heads": 2},
-         "text_cfg": {"context_length": 16, "width": 32, "layers": 1, "heads": 2}}
 STEPS = 12
 
 
@@ -28,6 +26,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["alignclip"])
 def test_two_gloo_processes_match_one_process(tmp_path, tmp_path_factory, method) -> None:
     preset = tmp_path / "micro.json"

@@ -2,28 +2,18 @@
 encoded once, unreadable samples are counted and limited, a non-finite loss stops without a new checkpoint."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from alignclip.data.shards import BadSample
 from alignclip.data.synthetic import SyntheticShapes
 from alignclip.losses import ClipLoss
 from alignclip.training import NonFiniteLossError, load_config, train
 from alignclip.training.metrics import read_metrics
 
-MICRO = {"embed_dim": 32,
-         "vision_cfg": {"image_size": 16, "patch_size": 4, "width": 32, "layers": 1, "heads": 2},
-         "text_cfg": {"context_length": 16, "width": 32, "layers": 1, "heads": 2}}
-
-
-@pytest.fixture(scope="module")
-def micro_preset(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("model") / "micro.json"
-    path.write_text(json.dumps(MICRO))
-    return str(path)
 
 
 @pytest.fixture(scope="module")
@@ -118,8 +108,10 @@ class SometimesBroken(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.inner)
 
-    def __getitem__(self, i: int) -> dict | None:
-        return None if i % self.every == 0 else self.inner[i]
+    def __getitem__(self, i: int) -> dict | BadSample | None:
+        if i % self.every:
+            return self.inner[i]
+        return BadSample(f"img{i}.png", "cannot identify image") if i % (2 * self.every) == 0 else None
 
 
 def test_skipped_samples_are_counted(tmp_path, micro_preset, semantic_cache) -> None:
@@ -130,6 +122,9 @@ def test_skipped_samples_are_counted(tmp_path, micro_preset, semantic_cache) -> 
     assert result.skipped_samples == bad
     assert read_metrics(result.run_dir)[-1]["skipped_samples"] == bad
     assert result.samples == 256 - bad
+    named = (Path(result.run_dir) / "bad_samples.tsv").read_text().splitlines()  # BadSamples are named, Nones not
+    assert sorted(line.split("\t")[1] for line in named) == sorted(f"img{i}.png" for i in range(0, 256, 20))
+    assert all(line.split("\t")[2] == "cannot identify image" for line in named)
 
 
 def test_too_many_skipped_samples_stop_the_run(tmp_path, micro_preset, semantic_cache) -> None:

@@ -16,10 +16,8 @@ from safetensors.torch import load_file
 
 from alignclip.training.checkpoint import latest_checkpoint, load_trainer_state
 from alignclip.training.metrics import read_metrics
+from conftest import MICRO
 
-MICRO = {"embed_dim": 32,
-         "vision_cfg": {"image_size": 16, "patch_size": 4, "width": 32, "layers": 1, "heads": 2},
-         "text_cfg": {"context_length": 16, "width": 32, "layers": 1, "heads": 2}}
 STEPS = 100  # 256 samples / batch 16 = 16 steps per epoch: the runs cross several epoch boundaries
 
 
@@ -62,6 +60,7 @@ def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(str(run_dir / "checkpoints" / f"step_{STEPS:06d}" / "model.safetensors"))
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, common) -> None:
     reference = launch(*common, "--out", str(tmp_path), "--name", "reference")
     out = finish(reference)
@@ -90,7 +89,8 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, common) -> No
         assert [r[key] for r in res_log] == [r[key] for r in ref_log], key
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 0), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])
 def test_signal_saves_a_checkpoint_and_exits_cleanly(tmp_path, common, sig, code) -> None:
     # One DataLoader worker, and the signal goes to the whole process group (as Ctrl-C or SLURM deliver it).
     run = launch(*common, "--workers", "1", "--set", "logging.checkpoint_every=0", "--out", str(tmp_path),

@@ -16,6 +16,9 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         write(tmp)
+        umask = os.umask(0o022)  # read it (no getter exists), put it back
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # what open() gives; safetensors creates its files 0600
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

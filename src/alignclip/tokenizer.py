@@ -1,8 +1,11 @@
 """CLIP's byte-level BPE tokenizer, id-for-id the same as OpenAI CLIP / open_clip's ``SimpleTokenizer``.
 
-Why our own copy: open-clip-torch pins torchvision and pulls CUDA builds, and its tokenizer needs ftfy. This one
-needs only ``regex``; ftfy is used when importable (open_clip always runs ``ftfy.fix_text``), so without it the ids
-differ only on text ftfy would repair (mojibake, curly quotes, ligatures, full-width forms).
+Why our own copy: open-clip-torch pins torchvision and pulls CUDA builds. Its text cleaning runs ``ftfy.fix_text``
+first, and that changes the ids of ordinary captions (``the dog’s toy``, ``a “red” car``, ``ﬁsh``, decomposed
+accents, ``cafÃ©``), so ftfy is a required dependency here too (pure Python, one small dependency, ~50 ms import):
+its mojibake repair is heuristic and version-dependent (ftfy 6.0-6.2 disagree with 6.3 on a few strings), so
+re-implementing it could not promise open_clip's ids. ``tests/goldens/tokenizer_openclip.json.gz`` holds open_clip
+3.3's ids for ~15k varied strings (see ``scripts/make_tokenizer_goldens.py``).
 
 The vocab (a 1.3 MB gzip of merges, MIT, from OpenAI CLIP via open_clip; see ``assets/LICENSE-bpe-vocab.txt``) is
 loaded once per process into a module-level cache, so a ``Tokenizer`` is just a context length: pickling it into
@@ -21,12 +24,11 @@ import numpy as np
 import regex
 import torch
 
-try:  # open_clip cleans with ftfy.fix_text; we do too when it happens to be installed, but never require it
-    import ftfy as _ftfy
-except ImportError:  # pragma: no cover - depends on the environment
-    _ftfy = None
-
-HAS_FTFY = _ftfy is not None
+try:
+    import ftfy
+except ImportError as e:  # only a broken install gets here: ftfy is in the package's dependencies
+    raise ImportError("alignclip's tokenizer needs ftfy>=6.3 to give open_clip's token ids "
+                      "(curly quotes, ligatures, accents, mojibake); install it with: pip install 'ftfy>=6.3'") from e
 DEFAULT_CONTEXT_LENGTH = 77
 SOT_TOKEN = "<start_of_text>"
 EOT_TOKEN = "<end_of_text>"
@@ -134,10 +136,17 @@ def _word_ids(word: str) -> tuple[int, ...]:
     return tuple(v.encoder[sym] for sym in _bpe(token, v.bpe_ranks))
 
 
+def fix_text(text: str) -> str:
+    """``ftfy.fix_text``, skipped on printable ASCII without '&', where every ftfy fix is the identity (3x faster
+    tokenization of plain captions; tests/test_tokenizer.py checks the shortcut against ftfy)."""
+    if text.isascii() and text.isprintable() and "&" not in text:
+        return text
+    return ftfy.fix_text(text)
+
+
 def clean_text(text: str) -> str:
-    """open_clip's 'lower' cleaning: ftfy (if installed), double html-unescape, collapse whitespace, lower-case."""
-    if _ftfy is not None:
-        text = _ftfy.fix_text(text)
+    """open_clip's 'lower' cleaning: ftfy, double html-unescape, collapse whitespace, lower-case."""
+    text = fix_text(text)
     text = html.unescape(html.unescape(text))
     return " ".join(text.split()).lower()
 

@@ -13,9 +13,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
     p = commands.add_parser("pack", help="write a source as WebDataset tar shards",
-                            description="Write SOURCE (synthetic[:N], csv:PATH, tsv:PATH, folder:DIR, wds:PATTERN) "
-                                        "as DIR/shard-000000.tar ... with KEY.jpg|png + KEY.txt (+ KEY.json labels).")
-    p.add_argument("source", help="dataset spec, e.g. synthetic, csv:data/train.csv, folder:images/")
+                            description="Write SOURCE (synthetic[:N], csv:PATH, tsv:PATH, captions:DIR, wds:PATTERN) "
+                                        "as DIR/shard-000000.tar ... with KEY.jpg|png + KEY.txt (+ KEY.json labels). "
+                                        "Skipped samples are listed in DIR/bad_samples.tsv.")
+    p.add_argument("source", help="dataset spec, e.g. synthetic, csv:data/train.csv, captions:images/")
     p.add_argument("--out", required=True, help="output directory for the shards")
     p.add_argument("--samples-per-shard", type=int, default=1000)
     p.add_argument("--num-samples", type=int, default=None,
@@ -28,8 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_pack)
 
     p = commands.add_parser("inspect", help="load a few samples and report captions and bad samples",
-                            description="Load the first N samples of SOURCE as training would, print captions "
-                                        "and how many were unusable.")
+                            description="Load the first N samples of SOURCE as training would, print captions, "
+                                        "and name each unusable sample with the reason.")
     p.add_argument("source")
     p.add_argument("-n", "--num", type=int, default=8, help="samples to load")
     p.add_argument("--image-size", type=int, default=224)
@@ -53,6 +54,7 @@ def run_pack(args: argparse.Namespace) -> int:
 def run_inspect(args: argparse.Namespace) -> int:
     from torch.utils.data import IterableDataset
 
+    from alignclip.data.shards import BadSample
     from alignclip.data.sources import build_dataset
 
     try:
@@ -61,16 +63,16 @@ def run_inspect(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     if isinstance(dataset, IterableDataset):
-        print(f"{args.source}: {type(dataset).__name__}, {len(dataset.shards)} shards")
+        print(f"{args.source}: {type(dataset).__name__}, {len(dataset.shards)} shards")  # type: ignore[attr-defined]
         samples = itertools.islice(iter(dataset), args.num)
     else:
         print(f"{args.source}: {type(dataset).__name__}, {len(dataset)} samples")
         samples = (dataset[i] for i in range(min(args.num, len(dataset))))
     bad = 0
     for i, sample in enumerate(samples):
-        if sample is None:
+        if isinstance(sample, BadSample):
             bad += 1
-            print(f"  [{i}] <bad sample: unreadable image, missing file or empty caption>")
+            print(f"  [{i}] bad sample {sample.source}: {sample.reason}")
         else:
             print(f"  [{i}] {tuple(sample['image'].shape)} {sample['caption']!r}")
     print(f"{bad} bad samples among those loaded")

@@ -1,4 +1,4 @@
-"""`alignclip eval`, `alignclip gap` and `alignclip compare`: measure checkpoints, any embeddings, and runs side by side.
+"""`alignclip eval|embed|gap|compare`: measure checkpoints, write and measure any embeddings, compare runs.
 
 Bad input raises ValueError/FileNotFoundError with a one-line message; cli/main.py prints it as
 `alignclip: error: ...` and exits 2.
@@ -13,6 +13,10 @@ from typing import Any
 HELP_EVAL = "evaluate a checkpoint: zero-shot, retrieval, STS, linear probe and modality-gap measures"
 HELP_GAP = "modality-gap measures from two embedding files (.npy/.npz/.safetensors) of any model"
 HELP_COMPARE = "one table (Markdown + CSV) and one index.html of several runs' metrics.json"
+HELP_EMBED = "write image and caption embeddings of your pairs (.npy + pairs.csv) for `alignclip gap` or any tool"
+DATASETS = ("synthetic | fashion-mnist | classes:DIR (one sub-folder per class; folder:DIR is deprecated) | your "
+            "held-out pairs: csv:PATH, tsv:PATH, captions:DIR (image + same-name .txt), wds:PATTERN (local, pipe:, "
+            "http(s)); default synthetic")
 
 
 def _lambdas(spec: str) -> list[float]:
@@ -49,20 +53,69 @@ def run_eval(args: argparse.Namespace) -> int:
     elif args.checkpoint:
         import alignclip
 
-        model = alignclip.load_checkpoint(args.checkpoint, device=device)
+        model = alignclip.load_checkpoint(args.checkpoint, config=args.model_config, device=device)
         source = str(args.checkpoint)
     else:
         raise ValueError("give a CHECKPOINT or --open-clip MODEL_NAME")
     results, image_features, text_features = evaluate_model(
-        model, args.dataset, tasks, args.num_samples, args.sts_file, tokenizer, args.batch_size, device, args.seed)
+        model, args.dataset, tasks, args.num_samples, args.sts_file, tokenizer, args.batch_size, device, args.seed,
+        csv_keys=(args.csv_image_key, args.csv_caption_key))
     _print_results(results)
     if args.out:
         metrics = {"model": source, "architecture": getattr(model, "architecture", None), "dataset": args.dataset,
                    "num_samples": args.num_samples, "seed": args.seed, "results": results}
+        if text_features is None:  # no paired texts (e.g. --tasks zeroshot): metrics and page, no pair figures
+            image_features = None
         paths = write_report(args.out, metrics, image_features, text_features, title=f"alignclip eval: {source}",
                              projection=args.projection, seed=args.seed)
         print(f"wrote {paths['index']}")
     return 0
+
+
+def run_embed(args: argparse.Namespace) -> int:
+    """DIR/image_embeddings.npy + text_embeddings.npy (row i: image i and its first caption, `alignclip gap` input),
+    all_text_embeddings.npy (every caption) + pairs.csv (caption row -> image row), embed.json, bad_samples.tsv."""
+    import csv
+
+    import numpy as np
+
+    import alignclip
+    from alignclip.evaluation.features import resolve_device
+    from alignclip.evaluation.pairs import embed_pairs, is_pair_dataset
+
+    if not is_pair_dataset(args.dataset):
+        raise ValueError(f"embed needs image-caption pairs: csv:PATH, tsv:PATH, captions:DIR or wds:PATTERN, "
+                         f"got {args.dataset!r}")
+    device = resolve_device(args.device)
+    model = alignclip.load_checkpoint(args.checkpoint, config=args.model_config, device=device)
+    pairs = embed_pairs(model, args.dataset, args.num_samples, None, args.batch_size, device,
+                        args.csv_image_key, args.csv_caption_key)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "image_embeddings.npy", pairs.image_features.numpy())
+    np.save(out / "text_embeddings.npy", pairs.paired_text().numpy())
+    np.save(out / "all_text_embeddings.npy", pairs.text_features.numpy())
+    with (out / "pairs.csv").open("w", newline="", encoding="utf-8", errors="backslashreplace") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text_row", "image_row", "image", "caption"])
+        writer.writerows([j, int(i), pairs.images[i], c] for j, (i, c) in enumerate(zip(pairs.text_to_image,
+                                                                                        pairs.captions)))
+    if pairs.bad_samples:
+        with (out / "bad_samples.tsv").open("w", encoding="utf-8", errors="backslashreplace") as handle:
+            handle.writelines(f"{b.source}\t{b.reason}\n" for b in pairs.bad_samples)
+    summary = {"model": str(args.checkpoint), "dataset": args.dataset, "num_images": len(pairs.images),
+               "num_captions": len(pairs.captions), "num_bad_samples": len(pairs.bad_samples),
+               "dim": int(pairs.image_features.shape[1])}
+    (out / "embed.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"wrote {summary['num_images']} image and {summary['num_captions']} caption embeddings to {out} "
+          f"({summary['num_bad_samples']} bad samples skipped); next: alignclip gap {out / 'image_embeddings.npy'} "
+          f"{out / 'text_embeddings.npy'}")
+    return 0
+
+
+def _pair_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--csv-image-key", default=None, help="csv:/tsv: image path column (default filepath)")
+    p.add_argument("--csv-caption-key", default=None, help="csv:/tsv: caption column (default title)")
 
 
 def run_gap(args: argparse.Namespace) -> int:
@@ -110,10 +163,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", nargs="?", help="our checkpoint (folder or .safetensors) or an AlignCLIP/open_clip .pt")
     p.add_argument("--tasks", default=None, help="comma list of zeroshot,retrieval,sts,linear_probe,gap "
                                                  "(default: all the dataset supports)")
-    p.add_argument("--dataset", default="synthetic", help="synthetic | fashion-mnist | folder:DIR (default synthetic)")
+    p.add_argument("--dataset", default="synthetic", help=DATASETS)
     p.add_argument("--sts-file", default=None, help="STS-B .tsv or sentence1,sentence2,score .csv "
                                                     "(default: synthetic STS pairs)")
-    p.add_argument("--num-samples", type=int, default=1000, help="held-out images (and probe training images)")
+    p.add_argument("--num-samples", type=int, default=1000,
+                   help="held-out images (and probe training images); pairs: the first N images")
     p.add_argument("--out", default=None, help="write metrics.json, figures and index.html here")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--batch-size", type=int, default=256)
@@ -121,7 +175,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--projection", default="pca", choices=["pca", "tsne", "umap"], help="2-D projection for the plot")
     p.add_argument("--open-clip", default=None, metavar="MODEL_NAME", help="evaluate an open_clip model (optional dep)")
     p.add_argument("--weights", default=None, help="weights file for --open-clip")
+    p.add_argument("--model-config", default=None, metavar="CONFIG",
+                   help="what the checkpoint file does not record (heads, activation): a preset, an open_clip "
+                        "model name such as ViT-B-16-quickgelu, or a JSON config (ours or open_clip's)")
+    _pair_options(p)
     p.set_defaults(func=run_eval)
+
+    e = subparsers.add_parser("embed", help=HELP_EMBED, description=HELP_EMBED)
+    e.add_argument("checkpoint", help="our checkpoint (folder or .safetensors) or an AlignCLIP/open_clip .pt")
+    e.add_argument("--dataset", required=True, help="csv:PATH, tsv:PATH, captions:DIR or wds:PATTERN")
+    e.add_argument("--out", required=True, help="output folder")
+    e.add_argument("--num-samples", type=int, default=None, help="the first N images (default: all)")
+    e.add_argument("--model-config", default=None, metavar="CONFIG", help="as for `alignclip eval`")
+    e.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    e.add_argument("--batch-size", type=int, default=256)
+    _pair_options(e)
+    e.set_defaults(func=run_embed)
 
     g = subparsers.add_parser("gap", help=HELP_GAP, description=HELP_GAP)
     g.add_argument("image_embeddings", metavar="IMAGE_EMB")

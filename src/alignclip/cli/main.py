@@ -9,7 +9,7 @@ from typing import Sequence
 import alignclip
 
 # Subcommand modules, each exposing register(subparsers); imported lazily per run to keep `--help` quick.
-COMMAND_MODULES = ("demo", "train", "data", "evaluate")
+COMMAND_MODULES = ("demo", "train", "data", "evaluate", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:

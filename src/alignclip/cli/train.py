@@ -9,14 +9,16 @@ Train an image-text model. With no arguments: AlignCLIP on the `tiny` preset wit
 shapes dataset, on CPU in a few minutes. Results go to a new folder runs/<time>-<method>-<preset>/ holding
 config.yaml (the resolved config), metrics.jsonl, tensorboard/ and checkpoints/step_NNNNNN/.
 
-Settings come from, in order: defaults < the run being resumed < --config FILE < the flags below < --set.
+Settings come from, in order: defaults < the run being resumed < --recipe < --config FILE < the flags below
+< --set.
 Every config key can be set with --set section.key=value (values parsed as YAML: 1e-3, true, null, [0.9, 0.98])."""
 
 EPILOG = """\
 methods:
   clip        two towers (image ViT + text transformer), CLIP contrastive loss
   sharedclip  one shared transformer for both modalities, CLIP loss
-  alignclip   shared transformer + intra-modality separation (IMSep) weighted by caption semantic distance
+  alignclip   shared transformer + intra-modality separation (IMSep) weighted by caption semantic distance;
+              with --architecture clip (or a two-tower --init-from checkpoint): IMSep on the two towers
 
 examples:
   alignclip train                                      # tiny AlignCLIP on synthetic data, CPU, a few minutes
@@ -28,6 +30,8 @@ examples:
   alignclip train --config configs/alignclip_small.yaml --name my-run
   alignclip train --resume latest                      # continue the most recent run under runs/
   alignclip train --resume runs/my-run --steps 5000    # continue a run, training longer
+  alignclip train --recipe posttrain --init-from runs/my-clip-run --steps 120   # close the gap of a trained CLIP
+  alignclip train --recipe posttrain --init-from ViT-B-16.pt --init-config ViT-B-16 --data csv:pairs.csv
   torchrun --nproc_per_node 4 -m alignclip.cli.train --config cfg.yaml   # 4 GPUs (DDP); --batch-size is global
 
 config file (YAML; TOML works the same with [sections]):
@@ -36,22 +40,38 @@ config file (YAML; TOML works the same with [sections]):
   optim: {lr: 5.0e-4, batch_size: 256, steps: 2000, warmup_steps: 100}
   loss: {beta: 0.5, separation_warmup_steps: 200}
 
-Ctrl-C or SIGTERM saves a checkpoint at the next step and exits; --resume continues exactly where it stopped."""
+Ctrl-C or SIGTERM saves a checkpoint at the next step and exits (code 130 / 143: not finished); --resume continues
+exactly where it stopped. Resuming with another method, model or data is an error unless
+--set resume_allow_changes=true. Exit codes: 0 done, 1 training failed, 2 bad settings or data."""
+
+# Stopped by a signal: a checkpoint was saved and --resume continues; non-zero so a scheduler sees the run as not
+# finished (128 + the signal number, the shell's convention).
+EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
 
 # flag -> config key (None values are "not given")
 FLAG_KEYS = {"method": "method", "preset": "model.preset", "data": "data.train", "steps": "optim.steps",
              "epochs": "optim.epochs", "batch_size": "optim.batch_size", "lr": "optim.lr", "device": "runtime.device",
              "precision": "runtime.precision", "workers": "data.workers", "seed": "runtime.seed",
-             "out": "logging.out", "name": "logging.name"}
+             "out": "logging.out", "name": "logging.name", "architecture": "model.architecture",
+             "init_from": "model.init_from", "init_config": "model.init_config"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from alignclip.training.config import METHODS
+    from alignclip.training.config import METHODS, RECIPES
     p.add_argument("--config", metavar="FILE", help="YAML (.yaml/.yml) or TOML (.toml) config file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config key, e.g. --set optim.lr=1e-3 (repeatable)")
     p.add_argument("--method", choices=METHODS, help="what to train (default: alignclip)")
     p.add_argument("--preset", help="model preset (tiny, small, ViT-B-16, ...) or a JSON model config path")
+    p.add_argument("--architecture", choices=["clip", "shared"],
+                   help="two towers (clip) or one shared transformer; default: the method's (alignclip: shared)")
+    p.add_argument("--init-from", metavar="PATH",
+                   help="post-train: start from these weights (our checkpoint or run folder, open_clip/OpenAI/"
+                        "AlignCLIP .pt, ...) with a fresh optimizer; the checkpoint fixes the architecture")
+    p.add_argument("--init-config", metavar="CONFIG",
+                   help="how to read --init-from: preset name, JSON model config, open_clip JSON or model name")
+    p.add_argument("--recipe", choices=sorted(RECIPES),
+                   help="preset overrides below --config, flags and --set; posttrain: " + _recipe_text("posttrain"))
     p.add_argument("--data", metavar="SPEC", help="training data: synthetic, csv:PATH, folder:DIR or wds:PATTERN")
     p.add_argument("--steps", type=int, help="optimizer steps to train (overrides --epochs)")
     p.add_argument("--epochs", type=int, help="epochs to train (default: 2)")
@@ -70,6 +90,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
 
 
+def _recipe_text(name: str) -> str:
+    from alignclip.training.config import RECIPES
+    return " ".join(f"{key}={value}" for key, value in RECIPES[name].items())
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("train", help="train CLIP / SharedCLIP / AlignCLIP", description=DESCRIPTION,
                               epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -79,12 +104,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def build_config(args: argparse.Namespace):  # -> TrainConfig (import kept lazy for a fast --help)
     from alignclip.training.checkpoint import resolve_resume
-    from alignclip.training.config import load_config, read_config_file, update
+    from alignclip.training.config import RECIPES, load_config, read_config_file, update
 
     flags = {key: getattr(args, flag) for flag, key in FLAG_KEYS.items() if getattr(args, flag) is not None}
 
     def layered(base):
         config = load_config(None, base=base)
+        if args.recipe:
+            update(config, RECIPES[args.recipe], source=f"recipe {args.recipe}")
         if args.config:
             update(config, read_config_file(args.config), source=args.config)
         update(config, flags, source="flags")
@@ -95,13 +122,22 @@ def build_config(args: argparse.Namespace):  # -> TrainConfig (import kept lazy 
         checkpoint = resolve_resume(args.resume, config.logging.out, config.logging.name)
         saved = checkpoint.parent.parent / "config.yaml"
         if saved.is_file():  # the resumed run's own settings, then whatever was given explicitly now
-            config = layered(read_config_file(saved))
+            settings = read_config_file(saved)
+            if not settings:
+                raise ValueError(f"{saved}: empty config of the resumed run (expected its settings, as written)")
+            settings.pop("resume_allow_changes", None)  # a permission for one resume, not for every later one
+            try:
+                load_config(None, base=settings)  # the saved settings alone, so that their errors name the file
+            except ValueError as e:
+                raise ValueError(f"{saved}: {e}") from None
+            config = layered(settings)
         config.resume = str(checkpoint)
     return config.validate()
 
 
 def run(args: argparse.Namespace) -> int:
     from alignclip.training import NonFiniteLossError, train
+    from alignclip.training.distributed import DistributedTimeout
 
     try:
         config = build_config(args)
@@ -113,13 +149,16 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except NonFiniteLossError as e:
+    except (NonFiniteLossError, DistributedTimeout) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a full disk, a folder we may not write: the message names the path
+        print(f"error: {e.strerror or e}{f': {e.filename}' if e.filename else ''}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted (second Ctrl-C): no checkpoint written for the current step", file=sys.stderr)
         return 130
-    return 130 if result.stopped_by == "SIGINT" else 0
+    return EXIT_CODES.get(result.stopped_by, 0)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,11 +5,16 @@ from typing import Callable, Sequence
 
 import torch
 
+from .shards import BadSample, is_bad
+
 Tokenizer = Callable[[list[str]], torch.Tensor]
 
 
 class Collate:
-    """samples (some None) -> {"images", "tokens", "captions", "num_skipped"[, "labels"]}.
+    """samples (some bad) -> {"images", "tokens", "captions", "num_skipped", "bad_samples"[, "labels"]}.
+
+    "bad_samples" lists (source, reason) of each BadSample in the batch, so the main process can name them (e.g. in
+    the run folder) even when a DataLoader worker loaded them.
 
     Tokenizing here keeps the main process free for the model step. A batch whose samples were all bad comes back
     with zero rows (and the right trailing shapes when known) so the trainer can skip it and still count the loss.
@@ -20,16 +25,17 @@ class Collate:
         self.tokenizer = tokenizer
         self.image_size = image_size
 
-    def __call__(self, samples: Sequence[dict | None]) -> dict:
-        kept = [s for s in samples if s is not None]
+    def __call__(self, samples: Sequence[dict | BadSample | None]) -> dict:
+        kept = [s for s in samples if not is_bad(s)]
         num_skipped = len(samples) - len(kept)
+        bad = [tuple(s) for s in samples if isinstance(s, BadSample)]
         if not kept:
             size = self.image_size or 0
             return {"images": torch.zeros(0, 3, size, size), "tokens": self.tokenizer([""])[:0],
-                    "captions": [], "num_skipped": num_skipped}
+                    "captions": [], "num_skipped": num_skipped, "bad_samples": bad}
         captions = [s["caption"] for s in kept]
         batch = {"images": torch.stack([s["image"] for s in kept]), "tokens": self.tokenizer(captions),
-                 "captions": captions, "num_skipped": num_skipped}
+                 "captions": captions, "num_skipped": num_skipped, "bad_samples": bad}
         if all("labels" in s for s in kept):
             names = kept[0]["labels"].keys()
             batch["labels"] = {n: torch.tensor([s["labels"][n] for s in kept], dtype=torch.long) for n in names}

@@ -16,11 +16,13 @@ from typing import Iterator
 from PIL import Image
 from tqdm import tqdm
 
-from .shards import TarShardDataset, decode_image
+from .shards import BadSample, TarShardDataset, check_raw
 from .sources import CsvDataset, FolderDataset, parse_spec
 from .synthetic import SyntheticShapes
 
 _FORMATS = {"jpg": "JPEG", "png": "PNG"}
+BAD_SAMPLES_FILE = "bad_samples.tsv"  # source <TAB> reason, one skipped sample a line (written when there are any)
+MAX_SHOWN = 10
 
 
 @dataclass
@@ -29,10 +31,15 @@ class PackSummary:
     num_written: int = 0
     num_skipped: int = 0
     shards: list[str] = field(default_factory=list)
+    bad_samples: list[BadSample] = field(default_factory=list)
 
     def __str__(self) -> str:
-        return (f"wrote {self.num_written} samples in {len(self.shards)} shards to {self.out_dir} "
+        text = (f"wrote {self.num_written} samples in {len(self.shards)} shards to {self.out_dir} "
                 f"(skipped {self.num_skipped} bad samples)")
+        shown = [f"\n  skipped {bad.source}: {bad.reason}" for bad in self.bad_samples[:MAX_SHOWN]]
+        more = len(self.bad_samples) - MAX_SHOWN
+        tail = f"\n  ... {more} more in {os.path.join(self.out_dir, BAD_SAMPLES_FILE)}" if more > 0 else ""
+        return text + "".join(shown) + tail
 
 
 class ShardWriter:
@@ -102,8 +109,8 @@ def _samples(source: str, num_samples: int | None, image_size: int, seed: int) -
             for i, raw in enumerate(shards.iter_raw()):
                 if num_samples is not None and i >= num_samples:
                     return
-                image = decode_image(raw[1]) if raw is not None and raw[1] is not None and raw[2] else None
-                yield None if image is None else (image, raw[2], {"labels": raw[3]} if raw[3] else None)
+                item = check_raw(raw)
+                yield item if isinstance(item, BadSample) else (*item, {"labels": raw.labels} if raw.labels else None)
         return repack(), num_samples
     if scheme in ("csv", "tsv"):
         data = CsvDataset(target, sep="\t" if scheme == "tsv" else None, num_samples=num_samples)
@@ -113,7 +120,7 @@ def _samples(source: str, num_samples: int | None, image_size: int, seed: int) -
     def pairs() -> Iterator:
         for i in range(len(data)):
             item = data.raw(i)
-            yield None if item is None else (item[0], item[1], None)
+            yield item if isinstance(item, BadSample) else (item[0], item[1], None)
     return pairs(), len(data)
 
 
@@ -126,14 +133,15 @@ def pack(source: str, out_dir: str, samples_per_shard: int = 1000, num_samples: 
         raise ValueError(f"{out_dir} already holds {len(existing)} shard-*.tar files; pass --overwrite to replace them")
     samples, total = _samples(source, num_samples, image_size, seed)  # validates the source before touching out_dir
     os.makedirs(out_dir, exist_ok=True)
-    for path in existing:
+    for path in existing + glob.glob(os.path.join(out_dir, BAD_SAMPLES_FILE)):
         os.remove(path)
     writer = ShardWriter(out_dir, samples_per_shard, image_format, quality)
     summary = PackSummary(out_dir=out_dir)
     try:
         for item in tqdm(samples, total=total, desc=f"packing {source}", unit="img", disable=not progress):
-            if item is None:
+            if isinstance(item, BadSample):
                 summary.num_skipped += 1
+                summary.bad_samples.append(item)
                 continue
             writer.write(*item)
     except BaseException:
@@ -141,6 +149,9 @@ def pack(source: str, out_dir: str, samples_per_shard: int = 1000, num_samples: 
         raise
     writer.close()
     summary.num_written, summary.shards = writer.count, writer.shards
+    if summary.bad_samples:
+        with open(os.path.join(out_dir, BAD_SAMPLES_FILE), "w", encoding="utf-8", errors="backslashreplace") as f:
+            f.writelines(f"{bad.source}\t{bad.reason}\n" for bad in summary.bad_samples)
     if summary.num_written == 0:
         raise ValueError(f"{source}: no usable samples to pack ({summary.num_skipped} bad samples skipped)")
     return summary

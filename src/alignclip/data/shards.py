@@ -1,60 +1,41 @@
-"""WebDataset / img2dataset tar shards: brace expansion, streaming reader, rank/worker splitting, shuffle buffer.
+"""WebDataset / img2dataset tar shards: lazy brace expansion, local/pipe:/http(s) streams, rank/worker splitting.
 
-Implemented on stdlib `tarfile` so the core install needs no `webdataset` package. Bad members become `None`
-samples (counted by the collate function) and a truncated shard ends with one `None`: training never crashes on data.
+Implemented on stdlib `tarfile` rather than the `webdataset` package: we need every bad sample *named* (shard#key
+and a reason) and a cut stream detected, which its pipeline hides behind handlers. Shard URLs (local, `pipe:`,
+http(s)) are opened by streams.py. A bad member becomes a `BadSample` and a truncated shard ends with one:
+training never crashes on data, and the collate function can say which sample was dropped and why.
 """
 from __future__ import annotations
 
-import glob
 import io
 import itertools
 import json
 import logging
 import os
 import random
-import re
 import tarfile
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, NamedTuple, Sequence
 
 import torch
 from PIL import Image
 
+from .streams import braceexpand, expand_urls, is_remote, open_stream
+from .transforms import sample_seed
+
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
-_BRACE = re.compile(r"\{([^{}]*)\}")
 
 
-def braceexpand(pattern: str) -> list[str]:
-    """'a-{000..002}.tar' -> ['a-000.tar', 'a-001.tar', 'a-002.tar']; also '{x,y}' lists and nesting, left to right."""
-    match = _BRACE.search(pattern)
-    if match is None:
-        return [pattern]
-    body, head, tail = match.group(1), pattern[:match.start()], pattern[match.end():]
-    range_ = re.fullmatch(r"(-?\d+)\.\.(-?\d+)", body)
-    if range_:
-        lo, hi = range_.group(1), range_.group(2)
-        width = len(lo) if lo.startswith("0") and len(lo) > 1 else 0
-        step = 1 if int(hi) >= int(lo) else -1
-        options = [str(v).zfill(width) for v in range(int(lo), int(hi) + step, step)]
-    else:
-        options = body.split(",")
-    return [out for option in options for out in braceexpand(head + option + tail)]
+class BadSample(NamedTuple):
+    """A sample that could not be used, returned in its place: `source` names it (file, CSV line or shard#key)."""
+
+    source: str
+    reason: str
 
 
-def expand_urls(urls: str | Sequence[str]) -> list[str]:
-    """Patterns/lists -> shard paths: braces, '::'-separated lists, globs, or a directory (all its .tar files)."""
-    items = urls.split("::") if isinstance(urls, str) else list(urls)
-    paths: list[str] = []
-    for item in items:
-        for path in braceexpand(os.path.expanduser(item)):
-            if os.path.isdir(path):
-                paths += sorted(glob.glob(os.path.join(path, "**", "*.tar"), recursive=True))
-            elif any(ch in path for ch in "*?["):
-                paths += sorted(glob.glob(path, recursive=True))
-            else:
-                paths.append(path)
-    return paths
+def is_bad(sample: object) -> bool:
+    return sample is None or isinstance(sample, BadSample)
 
 
 def split_key(name: str) -> tuple[str, str]:
@@ -84,14 +65,30 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-RawSample = tuple[str, "bytes | None", "str | None", "dict | None"]  # (key, image bytes, caption, labels)
+def decode_caption(data: bytes, source: str) -> str | BadSample:
+    """UTF-8 caption (BOM and surrounding space stripped), or a BadSample naming the first undecodable byte."""
+    try:
+        text = data.decode("utf-8-sig").strip()
+    except UnicodeDecodeError as error:
+        return BadSample(source, f"caption is not valid UTF-8 (byte 0x{data[error.start]:02x} at position "
+                                 f"{error.start})")
+    return text if text else BadSample(source, "empty caption")
 
 
-def iter_tar_groups(path: str) -> Iterator[RawSample | None]:
-    """Stream one shard: consecutive members with the same key form a sample. A broken shard ends with one None."""
+class RawSample(NamedTuple):
+    """One undecoded shard sample: `name` is 'SHARD#KEY'."""
+
+    name: str
+    image: bytes | None
+    caption: bytes | None
+    labels: dict | None
+
+
+def iter_tar_groups(url: str) -> Iterator[RawSample | BadSample]:
+    """Stream one shard: consecutive members with the same key form a sample. A broken shard ends with a BadSample."""
     key, parts = None, {}
     try:
-        with tarfile.open(path, mode="r|*") as tar:
+        with open_stream(url) as stream, tarfile.open(fileobj=stream, mode="r|*") as tar:  # type: ignore[call-overload]
             for member in tar:
                 if not member.isfile():
                     continue
@@ -100,26 +97,26 @@ def iter_tar_groups(path: str) -> Iterator[RawSample | None]:
                     continue  # e.g. WebDataset's __key__ metadata
                 if member_key != key:
                     if key is not None:
-                        yield _pack_group(key, parts)
+                        yield _pack_group(url, key, parts)
                     key, parts = member_key, {}
                 parts[ext] = tar.extractfile(member).read()  # type: ignore[union-attr]
-            # tarfile ends quietly when a shard is cut inside or right before a header block; an intact
+            # tarfile ends quietly when a stream is cut inside or right before a header block; an intact
             # uncompressed archive has an end-of-archive block after the last member, so check it is there.
-            if getattr(tar.fileobj, "comptype", None) == "tar" and os.path.getsize(path) < tar.offset + 512:
+            stream.drain()
+            if getattr(tar.fileobj, "comptype", None) == "tar" and stream.count < tar.offset + 512:
                 raise tarfile.ReadError("archive ends without an end-of-archive block")
         last, key = key, None
         if last is not None:
-            yield _pack_group(last, parts)
+            yield _pack_group(url, last, parts)
     except (tarfile.TarError, OSError, EOFError) as error:
-        if key is not None:  # the last group may be whole; if not, its missing part makes it None
-            yield _pack_group(key, parts)
-        logger.warning("shard %s is truncated or unreadable (%s); continuing with the next shard", path, error)
-        yield None
+        if key is not None:  # the last group may be whole; if not, its missing part makes it bad
+            yield _pack_group(url, key, parts)
+        logger.warning("shard %s is truncated or unreadable (%s); continuing with the next shard", url, error)
+        yield BadSample(url, f"truncated or unreadable shard: {error}")
 
 
-def _pack_group(key: str, parts: dict[str, bytes]) -> RawSample:
+def _pack_group(url: str, key: str, parts: dict[str, bytes]) -> RawSample:
     image = next((parts[e] for e in IMAGE_EXTS if e in parts), None)
-    caption = parts["txt"].decode("utf-8", errors="replace").strip() if "txt" in parts else None
     labels = None
     if "json" in parts:
         try:
@@ -127,7 +124,35 @@ def _pack_group(key: str, parts: dict[str, bytes]) -> RawSample:
             labels = meta.get("labels") if isinstance(meta, dict) and isinstance(meta.get("labels"), dict) else None
         except ValueError:
             labels = None
-    return key, image, caption, labels
+    return RawSample(f"{url}#{key}", image, parts.get("txt"), labels)
+
+
+def check_raw(raw: RawSample | BadSample) -> tuple[Image.Image, str] | BadSample:
+    """(RGB image, caption) of a raw shard sample, or the BadSample saying what is wrong with it."""
+    if isinstance(raw, BadSample):
+        return raw
+    if raw.image is None:
+        return BadSample(raw.name, f"no image member ({', '.join(IMAGE_EXTS)})")
+    if raw.caption is None:
+        return BadSample(raw.name, "no .txt caption member")
+    caption = decode_caption(raw.caption, raw.name)
+    if isinstance(caption, BadSample):
+        return caption
+    image = decode_image(raw.image)
+    return BadSample(raw.name, "image cannot be decoded") if image is None else (image, caption)
+
+
+def count_samples(shards: Sequence[str]) -> int:
+    """Samples (distinct consecutive keys) in local shards, from the tar headers only (seeks past the data)."""
+    total = 0
+    for path in shards:
+        try:
+            with tarfile.open(path, mode="r:*") as tar:
+                keys = (split_key(m.name)[0] for m in tar if m.isfile() and split_key(m.name)[1])
+                total += sum(1 for key, _ in itertools.groupby(keys) if not os.path.basename(key).startswith("__"))
+        except (tarfile.TarError, OSError, EOFError) as error:
+            logger.warning("cannot count samples in %s (%s); counting it as empty", path, error)
+    return total
 
 
 def _shuffled(items: Iterator, buffer_size: int, rng: random.Random) -> Iterator:
@@ -148,7 +173,7 @@ def _shuffled(items: Iterator, buffer_size: int, rng: random.Random) -> Iterator
 
 
 class TarShardDataset(torch.utils.data.IterableDataset):
-    """Iterable over WebDataset tar shards, split across ranks and DataLoader workers.
+    """Iterable over WebDataset tar shards, split across ranks and DataLoader workers; yields samples or BadSamples.
 
     Non-resampled: each epoch the shard list is shuffled with one seed shared by all ranks/workers (set_epoch), then
     partitioned so every sample is seen exactly once per epoch; with fewer shards than readers, every reader scans all
@@ -162,15 +187,27 @@ class TarShardDataset(torch.utils.data.IterableDataset):
         self.shards = expand_urls(urls)
         if not self.shards:
             raise ValueError(f"no tar shards matched {urls!r}")
-        missing = [p for p in self.shards if not os.path.isfile(p)]
+        missing = [p for p in self.shards if not is_remote(p) and not os.path.isfile(p)]
         if missing:
             raise FileNotFoundError(f"{len(missing)} of {len(self.shards)} shards not found, e.g. {missing[0]}")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
         self.transform = transform
         self.shuffle_shards, self.shuffle_buffer, self.resampled = shuffle_shards, shuffle_buffer, resampled
-        self.seed, self.rank, self.world_size, self.num_samples = seed, rank, world_size, num_samples
+        self.seed, self.rank, self.world_size, self._num_samples = seed, rank, world_size, num_samples
         self.epoch = 0
+
+    @property
+    def num_samples(self) -> int:
+        """Samples per epoch: as given, else counted from local tar headers; remote shards must be told."""
+        if self._num_samples is None:
+            remote = [url for url in self.shards if is_remote(url)]
+            if remote:
+                raise ValueError(f"set data.num_samples (samples per epoch) for remote shards such as {remote[0]!r}: "
+                                 "counting them would download every shard")
+            self._num_samples = count_samples(self.shards)
+            logger.info("counted %d samples in %d shards (tar headers only)", self._num_samples, len(self.shards))
+        return self._num_samples
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -181,14 +218,14 @@ class TarShardDataset(torch.utils.data.IterableDataset):
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         return self.rank * workers + worker, self.world_size * workers
 
-    def iter_raw(self) -> Iterator[RawSample | None]:
-        """This reader's undecoded samples (key, image bytes, caption, labels) or None, before the shuffle buffer."""
+    def iter_raw(self) -> Iterator[RawSample | BadSample]:
+        """This reader's undecoded samples (or BadSamples), before the shuffle buffer."""
         reader, readers = self._reader()
         if self.resampled:
             rng = random.Random(f"{self.seed}:{self.epoch}:{reader}")
             stream = itertools.chain.from_iterable(iter_tar_groups(rng.choice(self.shards)) for _ in itertools.count())
-            if self.num_samples is not None:
-                stream = itertools.islice(stream, -(-self.num_samples // readers))
+            if self._num_samples is not None:
+                stream = itertools.islice(stream, -(-self._num_samples // readers))
             yield from stream
             return
         shards = list(self.shards)
@@ -202,21 +239,20 @@ class TarShardDataset(torch.utils.data.IterableDataset):
                 if i % readers == reader:
                     yield item
 
-    def decode(self, raw: RawSample | None) -> dict | None:
-        if raw is None:
-            return None
-        _, image_bytes, caption, labels = raw
-        if image_bytes is None or not caption:
-            return None
-        image = decode_image(image_bytes)
-        if image is None:
-            return None
-        sample = {"image": self.transform(image) if self.transform else image, "caption": caption}
-        if labels is not None:
-            sample["labels"] = labels
+    def decode(self, raw: RawSample | BadSample) -> dict | BadSample:
+        item = check_raw(raw)
+        if isinstance(item, BadSample):
+            return item
+        image, caption = item
+        # a sample's random crop is a pure function of (seed, epoch, shard URL, key): any worker count, any resume
+        seed = sample_seed(self.seed, self.epoch, raw.name)  # type: ignore[union-attr]  # name = "SHARD#KEY"
+        sample = {"image": self.transform(image, seed=seed) if self.transform else image,  # type: ignore[call-arg]
+                  "caption": caption}
+        if raw.labels is not None:  # type: ignore[union-attr]
+            sample["labels"] = raw.labels  # type: ignore[union-attr]
         return sample
 
-    def __iter__(self) -> Iterator[dict | None]:
+    def __iter__(self) -> Iterator[dict | BadSample]:
         reader, _ = self._reader()
         rng = random.Random(f"{self.seed}:{self.epoch}:{reader}:buffer")
         # The buffer holds undecoded bytes: 1000 decoded 224px tensors would be 600 MB per worker.

@@ -14,88 +14,127 @@ from typing import Any, Callable
 import torch
 from PIL import Image
 
-from .shards import IMAGE_EXTS, TarShardDataset, braceexpand, decode_image, expand_urls, to_rgb
+from .shards import (IMAGE_EXTS, BadSample, TarShardDataset, braceexpand, decode_caption, decode_image, expand_urls,
+                     to_rgb)
 from .synthetic import SyntheticShapes
-from .transforms import image_transform
+from .transforms import image_transform, sample_seed
 
 Transform = Callable[[Image.Image], torch.Tensor]
 FOLDER_IMAGE_EXTS = tuple(f".{e}" for e in IMAGE_EXTS) + (".bmp",)
 
 
-def load_image(path: str) -> Image.Image | None:
-    """RGB image from disk, or None when missing/unreadable/corrupt."""
+def read_image(path: str) -> Image.Image | BadSample:
+    """RGB image from disk, or a BadSample saying why not (missing, unreadable, corrupt)."""
+    if not path:
+        return BadSample("<empty path>", "no image path")
     try:
         with Image.open(path) as image:
             image.load()
             return to_rgb(image)
-    except Exception:  # FileNotFoundError, PIL.UnidentifiedImageError, truncated data, decompression bombs ...
-        return None
+    except FileNotFoundError:
+        return BadSample(path, "image file not found")
+    except Exception as error:  # PIL.UnidentifiedImageError, truncated data, decompression bombs ...
+        return BadSample(path, f"image cannot be read: {type(error).__name__}: {error}")
+
+
+def load_image(path: str) -> Image.Image | None:
+    """RGB image from disk, or None when missing/unreadable/corrupt."""
+    image = read_image(path)
+    return None if isinstance(image, BadSample) else image
 
 
 class _PairDataset(torch.utils.data.Dataset):
-    """Shared map-style logic: subclasses fill `self.paths` and implement `caption(i)`."""
+    """Shared map-style logic: subclasses fill `self.paths` and implement `read_caption(i)`.
+
+    A bad sample comes back as a `BadSample(source, reason)` rather than a bare None, so the collate function, `data
+    inspect` and `pack` can say which file (or CSV line) was dropped and why, across DataLoader worker processes.
+
+    With a `seed`, sample i of epoch e is transformed with seed sample_seed(seed, e, i): its random crop is the same
+    in any DataLoader worker, for any worker count and after any resume. The trainer calls set_epoch before each
+    epoch's loader starts its (non-persistent) workers, so every worker's copy knows the epoch.
+    """
 
     paths: list[str]
     transform: Transform | None
+    seed: int | None = None  # None: the transform draws from its own RNG, as it would without a trainer
+    epoch: int = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def caption(self, index: int) -> str | None:
+    def read_caption(self, index: int) -> str | BadSample:
         raise NotImplementedError
 
-    def raw(self, index: int) -> tuple[Image.Image, str] | None:
-        """(PIL image, caption), or None for a bad sample; used by packing and by __getitem__."""
-        text = self.caption(index)
-        if not text:
-            return None
-        image = load_image(self.paths[index])
-        return None if image is None else (image, text)
+    def caption(self, index: int) -> str | None:
+        text = self.read_caption(index)
+        return None if isinstance(text, BadSample) else text
 
-    def __getitem__(self, index: int) -> dict | None:
+    def raw(self, index: int) -> tuple[Image.Image, str] | BadSample:
+        """(PIL image, caption), or a BadSample; used by packing and by __getitem__."""
+        text = self.read_caption(index)
+        if isinstance(text, BadSample):
+            return text
+        image = read_image(self.paths[index])
+        return image if isinstance(image, BadSample) else (image, text)
+
+    def __getitem__(self, index: int) -> dict | BadSample:
         item = self.raw(index)
-        if item is None:
-            return None
+        if isinstance(item, BadSample):
+            return item
         image, text = item
-        return {"image": self.transform(image) if self.transform else image, "caption": text}
+        if self.transform is None:
+            return {"image": image, "caption": text}
+        if self.seed is None:
+            return {"image": self.transform(image), "caption": text}
+        seed = sample_seed(self.seed, self.epoch, index)
+        return {"image": self.transform(image, seed=seed), "caption": text}  # type: ignore[call-arg]
 
 
 class CsvDataset(_PairDataset):
     """Rows of (image path, caption) from a CSV/TSV file, open_clip style (defaults: filepath / title columns)."""
 
     def __init__(self, path: str, image_key: str = "filepath", caption_key: str = "title", sep: str | None = None,
-                 root: str | None = None, transform: Transform | None = None, num_samples: int | None = None) -> None:
+                 root: str | None = None, transform: Transform | None = None, num_samples: int | None = None,
+                 seed: int | None = None) -> None:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"CSV file not found: {path}")
         sep = sep if sep is not None else ("\t" if path.lower().endswith(".tsv") else ",")
         root = root if root is not None else os.path.dirname(os.path.abspath(path))
         csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # long captions
-        with open(path, newline="", encoding="utf-8-sig") as f:
+        # surrogateescape: one non-UTF-8 caption is that row's problem (see read_caption), not the whole file's
+        with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
             reader = csv.DictReader(f, delimiter=sep)
             columns = reader.fieldnames or []
             absent = [k for k in (image_key, caption_key) if k not in columns]
             if absent:
                 raise ValueError(f"{path}: no column {', '.join(map(repr, absent))}; columns are {columns} "
                                  f"(set image_key=/caption_key=, or sep= if the delimiter is not {sep!r})")
-            self.paths, self.captions = [], []
+            self.paths, self.captions, self.lines = [], [], []
             for row in reader:
                 if num_samples is not None and len(self.paths) >= num_samples:
                     break
                 file = (row.get(image_key) or "").strip()
                 self.paths.append(os.path.join(root, os.path.expanduser(file)) if file else "")
-                self.captions.append((row.get(caption_key) or "").strip())
+                self.captions.append(row.get(caption_key) or "")
+                self.lines.append(reader.line_num)
         if not self.paths:
             raise ValueError(f"{path}: no samples (the file has a header but no rows)")
-        self.transform = transform
+        self.transform, self.seed = transform, seed
+        self.source = path
 
-    def caption(self, index: int) -> str | None:
-        return self.captions[index]
+    def read_caption(self, index: int) -> str | BadSample:
+        where = f"{self.source}:{self.lines[index]}"
+        return decode_caption(self.captions[index].encode("utf-8", "surrogateescape"), where)
 
 
 class FolderDataset(_PairDataset):
     """Images anywhere under `root`, each captioned by the .txt file of the same name beside it."""
 
-    def __init__(self, root: str, transform: Transform | None = None, num_samples: int | None = None) -> None:
+    def __init__(self, root: str, transform: Transform | None = None, num_samples: int | None = None,
+                 seed: int | None = None) -> None:
         if not os.path.isdir(root):
             raise FileNotFoundError(f"image folder not found: {root}")
         images = []
@@ -110,17 +149,18 @@ class FolderDataset(_PairDataset):
             raise ValueError(f"{root}: found {len(images)} images but none has a caption .txt file of the same name")
         if num_samples is not None:
             self.paths = self.paths[:num_samples]
-        self.transform = transform
+        self.transform, self.seed = transform, seed
 
-    def caption(self, index: int) -> str | None:
+    def read_caption(self, index: int) -> str | BadSample:
+        path = os.path.splitext(self.paths[index])[0] + ".txt"
         try:
-            with open(os.path.splitext(self.paths[index])[0] + ".txt", encoding="utf-8", errors="replace") as f:
-                return f.read().strip()
-        except OSError:
-            return None
+            with open(path, "rb") as f:
+                return decode_caption(f.read(), path)
+        except OSError as error:
+            return BadSample(path, f"caption file cannot be read: {error.strerror or error}")
 
 
-_SCHEMES = ("synthetic", "csv", "tsv", "folder", "wds")
+_SCHEMES = ("synthetic", "csv", "tsv", "folder", "captions", "wds")
 _OPTIONS = {"synthetic": {"two_shape_prob", "supersample"},
             "csv": {"image_key", "caption_key", "sep", "root"},
             "folder": set(),
@@ -131,7 +171,7 @@ def parse_spec(spec: str) -> tuple[str, str]:
     """'csv:data/train.csv' -> ('csv', 'data/train.csv'); a bare path is recognised by its form."""
     scheme, sep, rest = spec.partition(":")
     if sep and scheme in _SCHEMES:
-        return scheme, rest
+        return ("folder" if scheme == "captions" else scheme), rest  # captions:DIR spells folder:DIR unambiguously
     if spec == "synthetic":
         return "synthetic", ""
     lower = spec.lower()
@@ -143,7 +183,8 @@ def parse_spec(spec: str) -> tuple[str, str]:
         return "wds", spec
     if os.path.isdir(spec):
         return "folder", spec
-    raise ValueError(f"unknown dataset {spec!r}: use synthetic[:N], csv:PATH, tsv:PATH, folder:DIR or wds:PATTERN")
+    raise ValueError(f"unknown dataset {spec!r}: use synthetic[:N], csv:PATH, tsv:PATH, captions:DIR "
+                     "(alias folder:DIR) or wds:PATTERN")
 
 
 def build_dataset(spec: str, image_size: int, train: bool, num_samples: int | None = None, seed: int = 0,
@@ -168,17 +209,19 @@ def build_dataset(spec: str, image_size: int, train: bool, num_samples: int | No
         size = num_samples if num_samples is not None else (100_000 if train else 1_000)
         return SyntheticShapes(size, seed=seed, image_size=image_size, train=train, **kw)
     transform = image_transform(image_size, train)
+    sample_seeds = seed if train else None  # training crops: a function of (seed, epoch, index); eval: none drawn
     if kind == "csv":
         if scheme == "tsv":
             kw.setdefault("sep", "\t")
-        return CsvDataset(target, transform=transform, num_samples=num_samples, **kw)
+        return CsvDataset(target, transform=transform, num_samples=num_samples, seed=sample_seeds, **kw)
     if kind == "folder":
-        return FolderDataset(target, transform=transform, num_samples=num_samples)
+        return FolderDataset(target, transform=transform, num_samples=num_samples, seed=sample_seeds)
     kw.setdefault("shuffle_shards", train)
     kw.setdefault("shuffle_buffer", 1000 if train else 0)
     return TarShardDataset(target, transform=transform, seed=seed, rank=rank, world_size=world_size,
                            num_samples=num_samples, **kw)
 
 
-__all__ = ["CsvDataset", "FolderDataset", "TarShardDataset", "build_dataset", "parse_spec", "load_image",
+__all__ = ["BadSample", "CsvDataset", "FolderDataset", "TarShardDataset", "build_dataset", "parse_spec", "load_image",
+           "read_image",
            "braceexpand", "expand_urls", "decode_image"]

@@ -1,4 +1,5 @@
-"""The demo's comparison table: one row per method, one column per measure, the best of each column marked."""
+"""The demo's comparison table: one row per method, one column per measure, each cell the mean over seeds ± the
+sample standard deviation across seeds (a bare value when there was one seed), the best mean of a column marked."""
 from __future__ import annotations
 
 import csv
@@ -6,7 +7,9 @@ import html
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -14,6 +17,7 @@ class Column:
     label: str
     key: str  # a flattened metrics key (see alignclip.evaluation.report.flatten_metrics)
     better: str  # "higher", "lower" or "" (informative only: no best is marked)
+    count: bool = False  # a 0/1 per seed, shown as "k/N" (how many seeds)
 
 
 COLUMNS = (
@@ -34,57 +38,85 @@ COLUMNS = (
     Column("STS ρ", "synthetic-sts/sts/spearman", "higher"),
     Column("LP shape", "synthetic/shape/linear_probe/top1", "higher"),
     Column("LP color", "synthetic/color/linear_probe/top1", "higher"),
+    Column("collapsed", "train/collapsed", "", count=True),  # demo/curves.py: collapse_diagnosis
+    Column("steps collapsed", "train/steps_collapsed", ""),
 )
+Rows = Mapping[str, Sequence[Mapping[str, float]]]  # method -> one flattened metrics dict per seed
 
 
 REFERENCE_ROWS = {"untrained"}  # shown for context, never marked best
 
 
-def best_rows(rows: Mapping[str, Mapping[str, float]], column: Column) -> set[str]:
-    values = {name: m[column.key] for name, m in rows.items()
-              if column.key in m and math.isfinite(m[column.key]) and name not in REFERENCE_ROWS}
-    if not column.better or len(values) < 2:
+def summary(runs: Sequence[Mapping[str, float]], key: str) -> dict[str, float] | None:
+    """mean, std (sample, ddof=1; 0 for one seed), min, max and n of `key` over the seeds that have it."""
+    values = np.array([m[key] for m in runs if key in m and math.isfinite(m[key])], dtype=float)
+    if not len(values):
+        return None
+    std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    return {"mean": float(values.mean()), "std": std, "min": float(values.min()), "max": float(values.max()),
+            "n": float(len(values))}
+
+
+def best_rows(rows: Rows, column: Column) -> set[str]:
+    means = {name: s["mean"] for name, runs in rows.items()
+             if name not in REFERENCE_ROWS and (s := summary(runs, column.key)) is not None}
+    if not column.better or len(means) < 2:
         return set()
-    target = (max if column.better == "higher" else min)(values.values())
-    return {name for name, v in values.items() if abs(v - target) < 5e-4}  # ties at the printed precision
+    target = (max if column.better == "higher" else min)(means.values())
+    return {name for name, v in means.items() if abs(v - target) < 5e-4}  # ties at the printed precision
 
 
-def _cells(rows: Mapping[str, Mapping[str, float]], mark: str) -> list[list[str]]:
-    columns = [c for c in COLUMNS if any(c.key in m for m in rows.values())]
+def cell(runs: Sequence[Mapping[str, float]], column: Column) -> str:
+    s = summary(runs, column.key)
+    if s is None:
+        return "-"
+    if column.count:
+        return f"{round(s['mean'] * s['n'])}/{int(s['n'])}"
+    precision = 0 if column.key == "train/steps_collapsed" else 3
+    return f"{s['mean']:.{precision}f}" + (f" ± {s['std']:.{precision}f}" if s["n"] > 1 else "")
+
+
+def _columns(rows: Rows) -> list[Column]:
+    return [c for c in COLUMNS if any(c.key in m for runs in rows.values() for m in runs)]
+
+
+def _cells(rows: Rows, mark: str) -> list[list[str]]:
+    columns = _columns(rows)
     best = {c.key: best_rows(rows, c) for c in columns}
     table = [["method"] + [c.label for c in columns]]
-    for name, metrics in rows.items():
-        table.append([name] + [(f"{metrics[c.key]:.3f}" + (mark if name in best[c.key] else ""))
-                               if c.key in metrics else "-" for c in columns])
+    for name, runs in rows.items():
+        table.append([name] + [cell(runs, c) + (mark if name in best[c.key] else "") for c in columns])
     return table
 
 
-def format_console(rows: Mapping[str, Mapping[str, float]]) -> str:
+def format_console(rows: Rows) -> str:
     table = _cells(rows, "*")
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
              for row in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines) + "\n(* best trained method in its column; img-img/txt-txt cosines are informative: near 1 = collapse)"
+    return "\n".join(lines) + ("\n(mean ± std over seeds; * best trained method in its column; img-img/txt-txt "
+                               "cosines near 1 = collapse; collapsed: seeds whose training ended collapsed)")
 
 
-def write_tables(rows: Mapping[str, Mapping[str, float]], out_dir: Path) -> dict[str, Path]:
-    """table.md (best in bold) and table.csv (raw values, full precision)."""
+def write_tables(rows: Rows, out_dir: Path, seeds: Mapping[str, Sequence[int]]) -> dict[str, Path]:
+    """table.md (mean ± std, best in bold) and table.csv (one row per method and seed, raw values, full precision)."""
     md_rows = _cells(rows, "**")
     md_rows = [[f"**{c[:-2]}**" if c.endswith("**") else c for c in row] for row in md_rows]
     lines = ["| " + " | ".join(md_rows[0]) + " |", "|" + "---|" * len(md_rows[0])]
     lines += ["| " + " | ".join(row) + " |" for row in md_rows[1:]]
     (out_dir / "table.md").write_text("\n".join(lines) + "\n")
-    columns = [c for c in COLUMNS if any(c.key in m for m in rows.values())]
+    columns = _columns(rows)
     with (out_dir / "table.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["method"] + [c.key for c in columns])
-        for name, metrics in rows.items():
-            writer.writerow([name] + [repr(metrics[c.key]) if c.key in metrics else "" for c in columns])
+        writer.writerow(["method", "seed"] + [c.key for c in columns])
+        for name, runs in rows.items():
+            for seed, metrics in zip(seeds[name], runs):
+                writer.writerow([name, seed] + [repr(metrics[c.key]) if c.key in metrics else "" for c in columns])
     return {"markdown": out_dir / "table.md", "csv": out_dir / "table.csv"}
 
 
-def html_table(rows: Mapping[str, Mapping[str, float]]) -> str:
+def html_table(rows: Rows) -> str:
     table = _cells(rows, "\0")
     head = "".join(f"<th>{html.escape(c)}</th>" for c in table[0])
     body = "".join("<tr>" + "".join(

@@ -16,7 +16,7 @@ _EXPORTS = {
     "STSEvaluator": "sts", "read_sts": "sts", "read_sts_tsv": "sts", "read_sts_csv": "sts",
     "LinearProbe": "linear_probe",
     "FashionMNIST": "datasets", "ImageFolderClasses": "datasets", "read_idx": "datasets",
-    "evaluate_model": "suite",
+    "evaluate_model": "suite", "embed_pairs": "pairs", "PairFeatures": "pairs",
     "write_report": "report", "write_comparison": "report", "flatten_metrics": "report",
 }
 

@@ -1,4 +1,8 @@
-"""Linear probe: logistic regression on frozen image features, L2 strength chosen on a held-out validation split."""
+"""Linear probe: logistic regression on frozen image features, L2 strength chosen on a held-out validation split.
+
+The solver runs with one BLAS/OpenMP thread: these are small matrices, and on a busy 2-core machine the default
+thread pool spin-waited the Fashion-MNIST probe from 4-30 s to 135-400 s (benchmarks/README.md).
+"""
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -33,8 +37,10 @@ class LinearProbe:
 
     def _fit(self, features: np.ndarray, labels: np.ndarray, C: float) -> Any:
         from sklearn.linear_model import LogisticRegression
+        from threadpoolctl import threadpool_limits
 
-        return LogisticRegression(C=C, max_iter=self.max_iter).fit(features, labels)
+        with threadpool_limits(limits=1):
+            return LogisticRegression(C=C, max_iter=self.max_iter).fit(features, labels)
 
     def _split(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         from sklearn.model_selection import train_test_split

@@ -1,6 +1,7 @@
 """One call that runs every evaluation task of a model on one dataset (what `alignclip eval` and the trainer use)."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -11,6 +12,7 @@ from alignclip.evaluation.datasets import (FashionMNIST, ImageFolderClasses, Lab
 from alignclip.evaluation.features import Tokenizer, encode_texts, extract_features
 from alignclip.evaluation.gap import gap_metrics
 from alignclip.evaluation.linear_probe import LinearProbe
+from alignclip.evaluation.pairs import embed_pairs, is_pair_dataset, pair_dataset_name
 from alignclip.evaluation.retrieval import RetrievalEvaluator
 from alignclip.evaluation.sts import STSEvaluator
 from alignclip.evaluation.zeroshot import FASHION_TEMPLATES, GENERIC_TEMPLATES, ZeroShotClassifier
@@ -32,23 +34,35 @@ def parse_tasks(spec: str | Sequence[str]) -> list[str]:
 
 
 def supported_tasks(dataset: str) -> list[str]:
-    """Retrieval needs several real captions per image, which only the synthetic dataset has."""
+    """Retrieval needs captions (synthetic, your pairs); class sets have only class names, pairs have no classes."""
+    if is_pair_dataset(dataset):
+        return ["retrieval", "gap"]
     return list(TASKS) if dataset == "synthetic" else [t for t in TASKS if t != "retrieval"]
 
 
 def dataset_name(dataset: str) -> str:
-    """Name used in results: 'folder:/data/pets' -> 'folder/pets'."""
-    return f"folder/{Path(dataset.split(':', 1)[1]).name}" if dataset.startswith("folder:") else dataset
+    """Name used in results: 'classes:/data/pets' -> 'classes/pets', 'csv:/d/val.csv' -> 'csv/val.csv'."""
+    if dataset.startswith(("classes:", "folder:")):
+        return f"classes/{Path(dataset.split(':', 1)[1]).name}"
+    return pair_dataset_name(dataset) if is_pair_dataset(dataset) else dataset
 
 
 def check_dataset(dataset: str) -> str:
-    if dataset not in ("synthetic", "fashion-mnist") and not (dataset.startswith("folder:") and len(dataset) > 7):
-        raise ValueError(f"unknown dataset {dataset!r}: expected synthetic, fashion-mnist or folder:DIR")
+    """Valid eval dataset spec; 'folder:DIR' (class folders) still works but is deprecated for 'classes:DIR'."""
+    if dataset.startswith("folder:") and len(dataset) > 7:
+        warnings.warn("--dataset folder:DIR is deprecated for class sub-folders: write classes:DIR (caption folders "
+                      "are captions:DIR)", FutureWarning, stacklevel=2)
+        return dataset
+    if dataset in ("synthetic", "fashion-mnist") or is_pair_dataset(dataset):
+        return dataset
+    if not (dataset.startswith("classes:") and len(dataset) > 8):
+        raise ValueError(f"unknown dataset {dataset!r}: expected synthetic, fashion-mnist, classes:DIR (one "
+                         "sub-folder per class), or your pairs: csv:PATH, tsv:PATH, captions:DIR, wds:PATTERN")
     return dataset
 
 
 def _labelled_set(dataset: str, image_size: int, train: bool) -> tuple[LabelledImages, list[str]]:
-    """(image set, templates) for fashion-mnist and folder:DIR."""
+    """(image set, templates) for fashion-mnist and classes:DIR."""
     if dataset == "fashion-mnist":
         return FashionMNIST(train=train, image_size=image_size), FASHION_TEMPLATES
     return ImageFolderClasses(dataset.split(":", 1)[1], image_size=image_size), GENERIC_TEMPLATES
@@ -96,7 +110,7 @@ def _labelled(model: torch.nn.Module, dataset: str, tasks: list[str], num_sample
     name = dataset_name(dataset)
     full, templates = _labelled_set(dataset, model.image_size, train=False)
     probe_train = None
-    if dataset.startswith("folder:") and "linear_probe" in tasks:  # a folder has no splits: stratified halves
+    if dataset.startswith(("classes:", "folder:")) and "linear_probe" in tasks:  # no splits: stratified halves
         first, second = split_stratified(full.targets, 0.5, seed)
         probe_train, full = full.select(first), full.select(second)
     test = full.subset(num_samples, seed)
@@ -118,30 +132,57 @@ def _labelled(model: torch.nn.Module, dataset: str, tasks: list[str], num_sample
     return image_features, text_features
 
 
+def _pairs(model: torch.nn.Module, dataset: str, tasks: list[str], num_samples: int, kw: dict[str, Any],
+           results: list[dict[str, Any]],
+           csv_keys: tuple[str | None, str | None]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Held-out pairs of your own: retrieval over all captions, the gap on each image's first caption."""
+    pairs = embed_pairs(model, dataset, num_samples, **kw, csv_image_key=csv_keys[0], csv_caption_key=csv_keys[1])
+    name = dataset_name(dataset)
+    counts = {"num_images": len(pairs.images), "num_captions": len(pairs.captions),
+              "num_bad_samples": len(pairs.bad_samples)}
+    results.append({"dataset": name, "task": "data", "metrics": counts,
+                    "bad_samples": [list(b) for b in pairs.bad_samples]})
+    if "retrieval" in tasks:
+        evaluator = RetrievalEvaluator(dataset=name, tokenizer=kw["tokenizer"], device=kw["device"])
+        results.append(evaluator.evaluate_features(pairs.image_features, pairs.text_features, pairs.text_to_image))
+    return pairs.image_features, pairs.paired_text()
+
+
 def evaluate_model(model: torch.nn.Module, dataset: str = "synthetic", tasks: Sequence[str] | str | None = None,
                    num_samples: int = 1000, sts_file: str | Path | None = None, tokenizer: Tokenizer | None = None,
                    batch_size: int = 256, device: str | torch.device | None = "cpu",
-                   seed: int = 0) -> tuple[list[dict[str, Any]], torch.Tensor | None, torch.Tensor | None]:
+                   seed: int = 0, csv_keys: tuple[str | None, str | None] = (None, None),
+                   ) -> tuple[list[dict[str, Any]], torch.Tensor | None, torch.Tensor | None]:
     """Run `tasks` (default: all the dataset supports) -> (results, image features, paired text features).
+
+    csv_keys: (image path column, caption column) of a csv:/tsv: pair dataset (None: filepath, title).
 
     Each result is {"dataset", "task", "metrics"}; the features (held-out pairs) feed the report's figures.
     """
     check_dataset(dataset)
     tasks = supported_tasks(dataset) if tasks is None else parse_tasks(tasks)
-    if "retrieval" in tasks and dataset != "synthetic":
+    if "retrieval" in tasks and dataset != "synthetic" and not is_pair_dataset(dataset):
         raise ValueError(f"retrieval needs several captions per image; dataset {dataset!r} only has class names")
+    if is_pair_dataset(dataset) and {"zeroshot", "linear_probe"} & set(tasks):
+        raise ValueError(f"zeroshot and linear_probe need class labels; {dataset!r} holds image-caption pairs "
+                         "(use retrieval, gap, sts)")
     if num_samples < 2:
         raise ValueError(f"num_samples must be at least 2, got {num_samples}")
     kw = {"tokenizer": tokenizer, "batch_size": batch_size, "device": device}
     results: list[dict[str, Any]] = []
     image_tasks = [t for t in tasks if t != "sts"]
     image_features = text_features = None
-    if image_tasks and dataset == "synthetic":
+    if image_tasks and is_pair_dataset(dataset):
+        image_features, text_features = _pairs(model, dataset, image_tasks, num_samples, kw, results, csv_keys)
+    elif image_tasks and dataset == "synthetic":
         image_features, text_features = _synthetic(model, image_tasks, num_samples, seed, kw, results)
     elif image_tasks:
         image_features, text_features = _labelled(model, dataset, image_tasks, num_samples, seed, kw, results)
     if "gap" in tasks:
-        results.append({"dataset": dataset_name(dataset), "task": "modality_gap",
+        # On class sets the "pairs" are image vs its class prompt: a different quantity from the caption-pair gap.
+        pairs = "image, own caption" if dataset == "synthetic" or is_pair_dataset(dataset) else \
+            f"image, class prompt '{GAP_PROMPT}' (not comparable with the caption-pair gap)"
+        results.append({"dataset": dataset_name(dataset), "task": "modality_gap", "pairs": pairs,
                         "metrics": gap_metrics(image_features, text_features)})
     if "sts" in tasks:
         if sts_file is not None:

@@ -9,6 +9,9 @@ from typing import Any
 
 PRESET_DIR = Path(__file__).parent / "presets"
 ARCHITECTURES = ("clip", "shared")
+ACTIVATIONS = ("gelu", "quick_gelu")  # exact-erf GELU (open_clip's default); OpenAI's x * sigmoid(1.702 x)
+TEXT_POOLS = ("argmax", "eos", "last")  # open_clip's text pool_type: highest token id, first eos_id, last position
+MAX_LAYERS = 1024  # a bound on what a (possibly hostile) config may ask for; the largest real CLIPs have 48
 
 
 @dataclass
@@ -19,6 +22,8 @@ class VisionConfig:
     layers: int = 12
     heads: int = 12
     mlp_ratio: float = 4.0
+    layer_norm_eps: float = 1e-5
+    ls_init_value: float | None = None  # None: no layer scale; else open_clip's per-channel residual gains
 
 
 @dataclass
@@ -29,16 +34,22 @@ class TextConfig:
     layers: int = 12
     heads: int = 8
     mlp_ratio: float = 4.0
+    layer_norm_eps: float = 1e-5
+    ls_init_value: float | None = None
+    pool_type: str = "argmax"  # which position's features represent the caption (TEXT_POOLS)
+    eos_id: int | None = None  # the end-of-text id that pool_type "eos" looks for
 
 
 @dataclass
 class ModelConfig:
     embed_dim: int = 512
+    activation: str = "gelu"  # of both towers' MLPs (ACTIVATIONS); OpenAI's weights need quick_gelu
     vision_cfg: VisionConfig = field(default_factory=VisionConfig)
     text_cfg: TextConfig = field(default_factory=TextConfig)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> "ModelConfig":
+        _check_keys(cls, data if not isinstance(data, dict) else {}, source)  # a JSON list or null: one line
         data = dict(data)
         data.pop("architecture", None)  # stored beside the shapes in checkpoints; not a shape
         data.pop("name", None)
@@ -64,20 +75,38 @@ class ModelConfig:
         for key, value in positive.items():
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{source}: {key} must be a positive integer, got {value!r}")
+        for key, value in (("vision_cfg.layers", v.layers), ("text_cfg.layers", t.layers)):
+            if value > MAX_LAYERS:
+                raise ValueError(f"{source}: {key} {value} is more than the {MAX_LAYERS} a model may have")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"{source}: activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
+        if t.pool_type not in TEXT_POOLS:
+            raise ValueError(f"{source}: text_cfg.pool_type must be one of {', '.join(TEXT_POOLS)}, "
+                             f"got {t.pool_type!r}")
+        if t.pool_type == "eos" and (not isinstance(t.eos_id, int) or isinstance(t.eos_id, bool)
+                                     or not 0 <= t.eos_id < t.vocab_size):
+            raise ValueError(f"{source}: text_cfg.pool_type 'eos' needs an eos_id in [0, vocab_size), "
+                             f"got {t.eos_id!r}")
         if v.image_size % v.patch_size:
             raise ValueError(f"{source}: vision_cfg.image_size {v.image_size} is not a multiple of "
                              f"patch_size {v.patch_size}")
         for name, cfg in (("vision_cfg", v), ("text_cfg", t)):
             if cfg.width % cfg.heads:
                 raise ValueError(f"{source}: {name}.width {cfg.width} is not divisible by heads {cfg.heads}")
-            if cfg.mlp_ratio <= 0:
-                raise ValueError(f"{source}: {name}.mlp_ratio must be positive, got {cfg.mlp_ratio}")
+            for key in ("mlp_ratio", "layer_norm_eps"):
+                value = getattr(cfg, key)
+                if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < float("inf"):
+                    raise ValueError(f"{source}: {name}.{key} must be a positive number, got {value!r}")
+            if cfg.ls_init_value is not None and (not isinstance(cfg.ls_init_value, (int, float))
+                                                  or isinstance(cfg.ls_init_value, bool)):
+                raise ValueError(f"{source}: {name}.ls_init_value must be a number or null, got {cfg.ls_init_value!r}")
 
     def validate_shared(self, source: str = "config") -> None:
         """SharedCLIP runs both modalities through one transformer, so the towers' shapes must agree."""
         v, t = self.vision_cfg, self.text_cfg
         mismatched = [f"{key} (vision {getattr(v, key)} vs text {getattr(t, key)})"
-                      for key in ("width", "layers", "heads", "mlp_ratio") if getattr(v, key) != getattr(t, key)]
+                      for key in ("width", "layers", "heads", "mlp_ratio", "layer_norm_eps", "ls_init_value")
+                      if getattr(v, key) != getattr(t, key)]
         if mismatched:
             raise ValueError(f"{source}: the shared architecture needs one transformer for both modalities, "
                              f"but these differ: {', '.join(mismatched)}")
@@ -85,23 +114,30 @@ class ModelConfig:
 
 def _check_keys(cls: type, data: dict[str, Any], source: str) -> None:
     if not isinstance(data, dict):
-        raise ValueError(f"{source}: expected a JSON object, got {type(data).__name__}")
+        raise ValueError(f"{source}: expected a JSON object, got {'null' if data is None else type(data).__name__}")
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"{source}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
 
 
+def mlp_ratio_of(width: int, hidden: int) -> float:
+    """The mlp_ratio whose int(width * ratio) gives back `hidden` (the ratio a state dict's shapes imply)."""
+    ratio = hidden / width
+    return ratio if int(width * ratio) == hidden else (hidden + 0.5) / width
+
+
 def list_presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.json"))
 
 
-def load_model_config(preset: str | Path | dict[str, Any]) -> ModelConfig:
-    """A preset name, a path to a JSON file, or a dict -> validated ModelConfig."""
+def load_model_config(preset: str | Path | dict[str, Any] | ModelConfig) -> ModelConfig:
+    """A preset name, an open_clip model name (e.g. ViT-B-16-quickgelu), a JSON file (ours, an alignclip
+    checkpoint's config.json, or open_clip's model-config format), or a dict -> validated ModelConfig."""
     if isinstance(preset, ModelConfig):
         return preset
     if isinstance(preset, dict):
-        return ModelConfig.from_dict(preset, "model config")
+        return config_from_dict(preset, "model config")
     path = Path(preset)
     if path.suffix == ".json" or path.exists():
         if not path.is_file():
@@ -110,11 +146,25 @@ def load_model_config(preset: str | Path | dict[str, Any]) -> ModelConfig:
     else:
         path = PRESET_DIR / f"{preset}.json"
         if not path.is_file():
-            raise ValueError(f"unknown model preset {str(preset)!r}; available: {', '.join(list_presets())} "
-                             "(or pass a path to a JSON config)")
+            from .open_clip import open_clip_model_config
+            config = open_clip_model_config(str(preset))
+            if config is None:
+                raise ValueError(f"unknown model preset {str(preset)!r}; available: {', '.join(list_presets())}, "
+                                 "an open_clip model name (e.g. ViT-B-16-quickgelu) or a path to a JSON config")
+            return config
         source = f"preset {preset}"
     try:
         data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{source}: invalid JSON ({e})") from None
+    return config_from_dict(data, source)
+
+
+def config_from_dict(data: Any, source: str) -> ModelConfig:
+    """Ours, an alignclip checkpoint's config.json ({"architecture", "model"}) or open_clip's format."""
+    if isinstance(data, dict) and "model" in data and "vision_cfg" not in data:
+        data = data["model"]
+    from .open_clip import from_open_clip_config, is_open_clip_format
+    if isinstance(data, dict) and is_open_clip_format(data):
+        return from_open_clip_config(data, source)
     return ModelConfig.from_dict(data, source)

@@ -7,7 +7,7 @@ from torch import nn
 
 from .base import ContrastiveModel
 from .config import ModelConfig
-from .transformer import ImageEmbedding, TextEmbedding, Transformer, eot_pool
+from .transformer import ImageEmbedding, TextEmbedding, Transformer, text_pool
 
 
 class SharedCLIP(ContrastiveModel):
@@ -17,10 +17,11 @@ class SharedCLIP(ContrastiveModel):
         config.validate_shared()
         super().__init__(config)
         v, t = config.vision_cfg, config.text_cfg
-        self.visual = ImageEmbedding(v.image_size, v.patch_size, v.width)
+        self.visual = ImageEmbedding(v.image_size, v.patch_size, v.width, v.layer_norm_eps)
         self.text = TextEmbedding(t.vocab_size, t.context_length, t.width)
-        self.transformer = Transformer(v.width, v.layers, v.heads, v.mlp_ratio)
-        self.ln_post = nn.LayerNorm(v.width)
+        self.transformer = Transformer(v.width, v.layers, v.heads, v.mlp_ratio, config.activation, v.layer_norm_eps,
+                                       v.ls_init_value)
+        self.ln_post = nn.LayerNorm(v.width, eps=v.layer_norm_eps)
         self.projection = nn.Parameter(torch.empty(v.width, config.embed_dim))
         nn.init.normal_(self.projection, std=v.width ** -0.5)
         self.transformer.init_openai()
@@ -30,5 +31,6 @@ class SharedCLIP(ContrastiveModel):
         return x[:, 0] @ self.projection
 
     def _encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        t = self.config.text_cfg
         x = self.ln_post(self.transformer(self.text.embed(tokens), causal=True))
-        return eot_pool(x, tokens) @ self.projection
+        return text_pool(x, tokens, t.pool_type, t.eos_id) @ self.projection

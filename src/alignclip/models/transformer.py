@@ -28,28 +28,56 @@ class Attention(nn.Module):
         return self.out_proj(out.transpose(1, 2).reshape(batch, length, width))
 
 
-class ResidualAttentionBlock(nn.Module):
-    def __init__(self, width: int, heads: int, mlp_ratio: float = 4.0) -> None:
+class QuickGELU(nn.Module):
+    """OpenAI CLIP's sigmoid approximation of GELU; its released weights were trained with it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+ACTIVATION_LAYERS: dict[str, type[nn.Module]] = {"gelu": nn.GELU, "quick_gelu": QuickGELU}
+
+
+class LayerScale(nn.Module):
+    """open_clip's per-channel gain on each residual branch (`ls_init_value`, e.g. ViT-M-16-alt)."""
+
+    def __init__(self, width: int, init_value: float) -> None:
         super().__init__()
-        hidden = int(width * mlp_ratio)
-        self.ln_1 = nn.LayerNorm(width)
+        self.gamma = nn.Parameter(init_value * torch.ones(width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma
+
+
+class ResidualAttentionBlock(nn.Module):
+    def __init__(self, width: int, heads: int, mlp_ratio: float = 4.0, activation: str = "gelu",
+                 eps: float = 1e-5, ls_init_value: float | None = None) -> None:
+        super().__init__()
+        hidden = int(width * mlp_ratio)  # open_clip's rounding (bigG's 4.9231 -> 1664 * 4.9231 -> 8192)
+        self.ln_1 = nn.LayerNorm(width, eps=eps)
         self.attn = Attention(width, heads)
-        self.ln_2 = nn.LayerNorm(width)
-        self.mlp = nn.Sequential(OrderedDict([
-            ("c_fc", nn.Linear(width, hidden)), ("gelu", nn.GELU()), ("c_proj", nn.Linear(hidden, width))]))
+        self.ln_2 = nn.LayerNorm(width, eps=eps)
+        self.mlp = nn.Sequential(OrderedDict([("c_fc", nn.Linear(width, hidden)),
+                                              ("gelu", ACTIVATION_LAYERS[activation]()),  # open_clip's name
+                                              ("c_proj", nn.Linear(hidden, width))]))
+        # nn.Identity holds no parameters, so models without layer scale keep open_clip's exact key set
+        self.ls_1 = LayerScale(width, ls_init_value) if ls_init_value is not None else nn.Identity()
+        self.ls_2 = LayerScale(width, ls_init_value) if ls_init_value is not None else nn.Identity()
 
     def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), causal=causal)
-        return x + self.mlp(self.ln_2(x))
+        x = x + self.ls_1(self.attn(self.ln_1(x), causal=causal))
+        return x + self.ls_2(self.mlp(self.ln_2(x)))
 
 
 class Transformer(nn.Module):
     """A stack of residual blocks; `causal` masks future tokens (the text path) or not (the image path)."""
 
-    def __init__(self, width: int, layers: int, heads: int, mlp_ratio: float = 4.0) -> None:
+    def __init__(self, width: int, layers: int, heads: int, mlp_ratio: float = 4.0, activation: str = "gelu",
+                 eps: float = 1e-5, ls_init_value: float | None = None) -> None:
         super().__init__()
         self.width, self.layers = width, layers
-        self.resblocks = nn.ModuleList(ResidualAttentionBlock(width, heads, mlp_ratio) for _ in range(layers))
+        self.resblocks = nn.ModuleList(ResidualAttentionBlock(width, heads, mlp_ratio, activation, eps, ls_init_value)
+                                       for _ in range(layers))
         self.grad_checkpointing = False
 
     def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
@@ -75,7 +103,7 @@ class Transformer(nn.Module):
 class ImageEmbedding(nn.Module):
     """Patches + class token + learned positions + ln_pre: the per-modality input side of a ViT."""
 
-    def __init__(self, image_size: int, patch_size: int, width: int) -> None:
+    def __init__(self, image_size: int, patch_size: int, width: int, eps: float = 1e-5) -> None:
         super().__init__()
         self.image_size, self.patch_size = image_size, patch_size
         grid = image_size // patch_size
@@ -83,7 +111,7 @@ class ImageEmbedding(nn.Module):
         self.conv1 = nn.Conv2d(3, width, kernel_size=patch_size, stride=patch_size, bias=False)
         self.class_embedding = nn.Parameter(scale * torch.randn(width))
         self.positional_embedding = nn.Parameter(scale * torch.randn(grid * grid + 1, width))
-        self.ln_pre = nn.LayerNorm(width)
+        self.ln_pre = nn.LayerNorm(width, eps=eps)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         if images.ndim != 4 or images.shape[1] != 3 or images.shape[-1] != self.image_size \
@@ -118,6 +146,11 @@ def check_tokens(tokens: torch.Tensor, context_length: int) -> None:
                          f"{tokens.dtype} {list(tokens.shape)} (use alignclip.get_tokenizer({context_length}))")
 
 
-def eot_pool(x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """Take the features at the end-of-text token, the largest id in CLIP's vocabulary (argmax)."""
-    return x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]
+def text_pool(x: torch.Tensor, tokens: torch.Tensor, pool_type: str = "argmax", eos_id: int | None = None,
+              ) -> torch.Tensor:
+    """The caption's features: at its end-of-text token, the largest id in CLIP's vocabulary (argmax); at the
+    first `eos_id` (tokenizers whose eos is not the largest id, e.g. open_clip's -worldwide models); or last."""
+    if pool_type == "last":
+        return x[:, -1]
+    index = tokens.argmax(dim=-1) if pool_type == "argmax" else (tokens == eos_id).int().argmax(dim=-1)
+    return x[torch.arange(x.shape[0], device=x.device), index]

@@ -3,11 +3,15 @@
 Why dataclasses and not argparse flags (open_clip's way): the same object is built by the CLI, by a YAML/TOML file
 and by Python callers (the demo), every value is type-checked against its field, and the resolved config is written
 next to the checkpoints so that ``--resume`` continues with exactly what was trained.
+
+Longer than our usual files because it still holds the generic dotted-key override engine (``update``,
+``set_value``, ``_coerce``); moving that into its own module is open work (issue 10).
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,22 +21,43 @@ from typing import Any, Literal, Mapping, Sequence
 import yaml
 
 METHODS = ("clip", "sharedclip", "alignclip")
-METHOD_ARCHITECTURE = {"clip": "clip", "sharedclip": "shared", "alignclip": "shared"}
+MAX_SEED = 2**32 - 1  # seeds feed numpy (32 bit) and derived torch seeds (seed * 100_003 + epoch must fit 64 bits)
+# What a run trains: resuming with any of these changed is an error unless resume_allow_changes is set.
+RESUME_FIXED = ("method", "model.preset", "model.architecture", "model.init_from", "model.init_config", "data.train",
+                "data.num_samples", "data.synthetic_seed", "data.csv_image_key", "data.csv_caption_key")
+# The architectures each method trains, its default first. IMSep is a loss on the two embeddings, so it fits the
+# two-tower model too (post-training a CLIP someone already has); SharedCLIP *is* the shared architecture.
+METHOD_ARCHITECTURES = {"clip": ("clip",), "sharedclip": ("shared",), "alignclip": ("shared", "clip")}
+METHOD_ARCHITECTURE = {method: archs[0] for method, archs in METHOD_ARCHITECTURES.items()}
+# `alignclip train --recipe NAME`: overrides applied over the defaults, below --config, flags and --set.
+RECIPES: dict[str, dict[str, Any]] = {
+    # Post-training an already trained CLIP (model.init_from) with IMSep: a lower lr than from scratch so the
+    # learned features are kept, a short warm-up, and full-strength separation from the start (the embeddings are
+    # already aligned, so there is nothing for a beta ramp to wait for). README: "Close the gap of the CLIP you
+    # already have".
+    "posttrain": {"method": "alignclip", "loss.weighting": "negatives", "loss.beta": 0.5,
+                  "loss.separation_warmup_steps": 0, "optim.lr": 2e-4, "optim.warmup_steps": 10},
+}
 
 
 @dataclass
 class ModelSection:
     preset: str = "tiny"  # preset name (tiny, small, ViT-B-16, ...) or a path to a JSON model config
-    architecture: Literal["clip", "shared"] | None = None  # None: derived from `method`
+    architecture: Literal["clip", "shared"] | None = None  # None: derived from `method` (or from `init_from`)
+    # Post-training: weights only (fresh optimizer and schedule); the checkpoint fixes architecture and model config.
+    init_from: str | None = None  # start from these weights: any checkpoint alignclip.load_checkpoint reads
+    init_config: str | None = None  # how to read init_from: preset, JSON, open_clip JSON or open_clip model name
 
 
 @dataclass
 class DataSection:
-    train: str = "synthetic"  # "synthetic", "csv:PATH", "folder:DIR" or "wds:PATTERN" (brace patterns allowed)
+    train: str = "synthetic"  # "synthetic", "csv:PATH", "tsv:PATH", "captions:DIR" or "wds:PATTERN" (pipe:, http://)
     csv_image_key: str = "filepath"  # open_clip's --csv-img-key
     csv_caption_key: str = "title"  # open_clip's --csv-caption-key
     csv_separator: str = "\t"  # open_clip's --csv-separator
-    num_samples: int | None = 8192  # synthetic: dataset size; wds: samples per epoch (open_clip's --train-num-samples)
+    # wds: open_clip's --train-num-samples; null counts local shards' samples and is an error for remote ones.
+    # csv/folder: only the first N rows/files (null: all).
+    num_samples: int | None = None  # synthetic: dataset size (null: 8192); wds: samples per epoch (null: counted)
     synthetic_seed: int = 0  # which synthetic dataset (its content), independent of the training seed
     workers: int = 2  # DataLoader worker processes per rank
     max_skip_fraction: float = 0.05  # stop when more than this fraction of samples was unreadable
@@ -74,7 +99,8 @@ class RuntimeSection:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: fp32 on CPU, bf16 AMP (else fp16) on GPU
     compile: bool = False  # torch.compile the model
     threads: int | None = None  # torch CPU threads per process; None: torch's default (one per core)
-    seed: int = 0  # weights, data order (with the epoch) and every RNG
+    seed: int = 0  # weights, data order (with the epoch) and every RNG; 0 to 2**32 - 1
+    dist_timeout_s: float = 600.0  # DDP: seconds a rank waits for the others (joining, or any collective)
 
 
 @dataclass
@@ -99,10 +125,17 @@ class TrainConfig:
     runtime: RuntimeSection = field(default_factory=RuntimeSection)
     logging: LoggingSection = field(default_factory=LoggingSection)
     resume: str | None = None  # "latest", a run directory or a checkpoint directory
+    resume_allow_changes: bool = False  # let a resume change what is trained (method, model, data): see RESUME_FIXED
 
     @property
     def architecture(self) -> str:
+        """The architecture of a fresh model; with model.init_from the checkpoint's wins (init_model.build_model)."""
         return self.model.architecture or METHOD_ARCHITECTURE[self.method]
+
+    @property
+    def model_name(self) -> str:
+        """What run folders and the progress bar call the model: the preset, or the checkpoint it starts from."""
+        return Path(self.model.init_from or self.model.preset).stem
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
@@ -137,16 +170,54 @@ class TrainConfig:
             (self.runtime.threads is None or self.runtime.threads >= 1, "runtime.threads", self.runtime.threads,
              "must be >= 1 or null"),
         ]
+        checks[:0] = [(all(math.isfinite(v) for v in _numbers(value)), key, value, "must be finite")
+                      for key, value in _values(self)]  # first: nan fails every comparison with a vaguer reason
+        checks += [(0 <= seed <= MAX_SEED, key, seed, "must be in [0, 2**32 - 1]")
+                   for key, seed in (("runtime.seed", self.runtime.seed), ("data.synthetic_seed", d.synthetic_seed))]
+        checks.append((self.runtime.dist_timeout_s > 0, "runtime.dist_timeout_s", self.runtime.dist_timeout_s,
+                       "must be > 0"))
         for ok, key, value, why in checks:
             if not ok:
                 raise ValueError(f"bad value for '{key}': {value!r} ({why})")
-        if self.method == "clip" and self.model.architecture == "shared":
-            raise ValueError("bad value for 'model.architecture': 'shared' with method 'clip' "
-                             "(use method 'sharedclip' for a shared transformer with the CLIP loss)")
-        if self.method != "clip" and self.model.architecture == "clip":
-            raise ValueError(f"bad value for 'model.architecture': 'clip' with method '{self.method}' "
-                             "(SharedCLIP and AlignCLIP need the shared architecture)")
+        if self.model.architecture is not None:
+            check_architecture(self.method, self.model.architecture, "bad value for 'model.architecture':")
+        m = self.model
+        if m.init_config is not None and not m.init_from:
+            raise ValueError(f"bad value for 'model.init_config': {m.init_config!r} (only used with model.init_from)")
+        if m.init_from and m.preset != ModelSection.preset:
+            raise ValueError(f"bad value for 'model.preset': {m.preset!r} (with model.init_from the checkpoint "
+                             "fixes the model; say how to read it with model.init_config)")
         return self
+
+
+def changed_settings(saved: Mapping[str, Any], config: TrainConfig) -> list[str]:
+    """'key: old -> new' for each RESUME_FIXED setting that differs between a checkpoint's saved config (a dict, as
+    TrainConfig.to_dict wrote it) and `config`; the architecture is compared as resolved from the method."""
+    def lookup(data: Mapping[str, Any], key: str) -> Any:
+        for part in key.split("."):
+            data = data.get(part) if isinstance(data, Mapping) else None  # type: ignore[assignment]
+        return data
+
+    new = config.to_dict()
+    old_arch = lookup(saved, "model.architecture") or METHOD_ARCHITECTURE.get(saved.get("method"), None)
+    changes = []
+    for key in RESUME_FIXED:
+        before, after = (old_arch, config.architecture) if key == "model.architecture" else \
+            (lookup(saved, key), lookup(new, key))
+        if before != after:
+            changes.append(f"{key}: {before!r} -> {after!r}")
+    return changes
+
+
+def check_architecture(method: str, architecture: str, what: str) -> None:
+    """One-line error when `method` cannot train `architecture` (`what` names where the architecture came from)."""
+    if architecture in METHOD_ARCHITECTURES[method]:
+        return
+    fits = " or ".join(m for m, archs in METHOD_ARCHITECTURES.items() if architecture in archs)
+    why = {"clip": "method 'clip' is the two-tower model; the CLIP loss on the shared one is 'sharedclip'",
+           "sharedclip": "method 'sharedclip' is the CLIP loss on one shared transformer, which a two-tower "
+                         "model does not have"}[method]
+    raise ValueError(f"{what} {architecture!r}, which method {method!r} cannot train ({why}; use method {fits})")
 
 
 # ---------------------------------------------------------------------------------------------------- building
@@ -244,6 +315,21 @@ def _walk(cls: type, prefix: str = "") -> list[tuple[str, Any]]:
         else:
             out.append((f"{prefix}{f.name}", hint))
     return out
+
+
+def _values(config: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """(dotted key, value) of every leaf of a config object."""
+    out = []
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        out += _values(value, f"{prefix}{f.name}.") if dataclasses.is_dataclass(value) else [(prefix + f.name, value)]
+    return out
+
+
+def _numbers(value: Any) -> list[float]:
+    """The floats in a leaf value (tuples such as optim.betas included); ints and bools are always finite."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    return [v for v in items if isinstance(v, float)]
 
 
 def _is_section(key: str) -> bool:

@@ -3,7 +3,8 @@
 Map-style datasets: each epoch is a permutation drawn from a generator seeded with seed + epoch (as
 DistributedSampler does). Optimizer step b of the epoch consumes global rows [b*B, (b+1)*B) of it, and rank r takes
 the r-th contiguous slice of those rows. So the global batch of every step is the same for any world size, and a run
-resumed at (epoch, b) sees exactly the batches the uninterrupted run would have seen.
+resumed at (epoch, b) sees exactly the batches the uninterrupted run would have seen. Their random augmentation is
+a pure function of (seed, epoch, index) too (set_epoch + data.transforms.sample_seed), whatever the worker count.
 
 Iterable datasets (WebDataset shards) are split per rank and per worker by the dataset itself; resuming skips the
 consumed batches of the epoch by reading past them.
@@ -19,6 +20,9 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
 from .config import TrainConfig
 from .distributed import DistInfo
+
+
+SYNTHETIC_SIZE = 8192  # the built-in dataset's size when data.num_samples is null
 
 
 class EpochBatchSampler(Sampler[list[int]]):
@@ -69,7 +73,7 @@ def build_train_dataset(config: TrainConfig, image_size: int, info: DistInfo) ->
                    "sep": None if kind == "tsv" else d.csv_separator}
     seed = d.synthetic_seed if kind == "synthetic" else config.runtime.seed
     return build_dataset(d.train, image_size=image_size, train=True,
-                         num_samples=d.num_samples if kind in ("synthetic", "wds") else None,
+                         num_samples=SYNTHETIC_SIZE if kind == "synthetic" and d.num_samples is None else d.num_samples,
                          seed=seed, rank=info.rank, world_size=info.world_size, **options)
 
 
@@ -101,12 +105,12 @@ def epoch_loader(dataset: Dataset, config: TrainConfig, info: DistInfo, collate:
     common = dict(collate_fn=collate, num_workers=workers, pin_memory=pin_memory, generator=generator,
                   persistent_workers=False, prefetch_factor=4 if workers else None,
                   worker_init_fn=_worker_init if workers else None)
+    if hasattr(dataset, "set_epoch"):  # before the workers start: each holds a copy made now
+        dataset.set_epoch(epoch)  # type: ignore[attr-defined]
     if is_map_style(dataset):
         sampler = EpochBatchSampler(len(dataset), config.optim.batch_size, info.rank,  # type: ignore[arg-type]
                                     info.world_size, config.runtime.seed, epoch, start_batch)
         return DataLoader(dataset, batch_sampler=sampler, **common)
-    if hasattr(dataset, "set_epoch"):
-        dataset.set_epoch(epoch)  # type: ignore[attr-defined]
     loader = DataLoader(dataset, batch_size=local_batch, drop_last=True, **common)
     limit = batches_per_epoch(dataset, config)
     return itertools.islice(loader, start_batch, limit)

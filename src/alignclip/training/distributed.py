@@ -5,11 +5,16 @@ world layout, a process group, and a few scalar reductions for logging and for s
 """
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+
+class DistributedTimeout(RuntimeError):
+    """Another rank did not answer within runtime.dist_timeout_s (stalled, crashed or unreachable)."""
 
 
 @dataclass(frozen=True)
@@ -45,8 +50,11 @@ def resolve_device(requested: str, info: DistInfo) -> torch.device:
     return torch.device("cuda", info.local_rank % torch.cuda.device_count())
 
 
-def init_distributed(info: DistInfo, device: torch.device) -> None:
-    """Join the process group: gloo on CPU, nccl on GPU. SLURM launches need MASTER_ADDR/MASTER_PORT set."""
+def init_distributed(info: DistInfo, device: torch.device, timeout_s: float = 600.0) -> None:
+    """Join the process group: gloo on CPU, nccl on GPU. SLURM launches need MASTER_ADDR/MASTER_PORT set.
+
+    `timeout_s` bounds the rendezvous and every later collective (gloo's default is 30 minutes, so one stalled rank
+    used to hang the whole job silently)."""
     if not info.enabled or (dist.is_available() and dist.is_initialized()):
         return
     if "MASTER_ADDR" not in os.environ or "MASTER_PORT" not in os.environ:
@@ -55,8 +63,24 @@ def init_distributed(info: DistInfo, device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     # On SLURM the env vars are SLURM's: hand rank/world to the env:// rendezvous explicitly.
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=info.rank,
-                            world_size=info.world_size)
+    try:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=info.rank,
+                                world_size=info.world_size, timeout=datetime.timedelta(seconds=timeout_s))
+    except dist.DistError as e:
+        where = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
+        raise DistributedTimeout(
+            f"rank {info.rank}: the {info.world_size} ranks did not all join within runtime.dist_timeout_s="
+            f"{timeout_s:g}s at {where} (a rank is stalled, crashed or cannot reach it): {first_line(e)}") from None
+
+
+def is_timeout(error: BaseException) -> bool:
+    """A collective that waited past the process group's timeout (gloo raises a bare RuntimeError saying so)."""
+    return dist.is_available() and dist.is_initialized() and "timed out" in str(error).lower()
+
+
+def first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 def cleanup_distributed() -> None:

@@ -1,8 +1,10 @@
 """The training loop (open_clip's conventions: AdamW + cosine, logit-scale clamp, AMP, DDP, feature-cached
-accumulation) with exact resume, atomic checkpoints, signal handling and gap diagnostics in the progress bar."""
+accumulation) with exact resume, atomic checkpoints, signal handling and gap diagnostics in the progress bar.
+Longer than our usual files: the loop, the state it checkpoints and the checks a resume must pass belong together."""
 from __future__ import annotations
 
 import random
+import shutil
 import signal
 import threading
 import time
@@ -15,12 +17,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpoint import (latest_checkpoint, load_trainer_state, load_weights, resolve_resume, rng_state,
-                         save_training_checkpoint, set_rng_state)
-from .config import TrainConfig, from_dict, save_config
+from .checkpoint import (STATE_KEYS, clean_debris, latest_checkpoint, load_trainer_state, load_weights,
+                         nonfinite_weights, resolve_resume, rng_state, save_training_checkpoint, set_rng_state)
+from .config import TrainConfig, changed_settings, from_dict, save_config
 from .data import batches_per_epoch, build_train_dataset, epoch_loader
-from .distributed import (DistInfo, all_reduce, barrier, broadcast_object, cleanup_distributed, env_info,
-                          init_distributed, resolve_device)
+from .distributed import (DistInfo, DistributedTimeout, all_reduce, barrier, broadcast_object, cleanup_distributed,
+                          env_info, first_line, init_distributed, is_timeout, resolve_device)
+from .init_model import build_model
 from .metrics import MetricsLogger, format_postfix, new_run_dir
 from .optim import CosineSchedule, build_optimizer
 from .semantic_features import CaptionFeatures
@@ -30,7 +33,7 @@ MIN_SAMPLES_FOR_SKIP_CHECK = 256  # judge the unreadable fraction only once it m
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN/inf: training stops, the last good checkpoint is kept and no new one is written."""
+    """The loss or the weights became NaN/inf: training stops, the last good checkpoint is kept, none is written."""
 
 
 @dataclass
@@ -111,24 +114,11 @@ class Trainer:
         c = config
 
         resume_from = resolve_resume(c.resume, c.logging.out, c.logging.name) if c.resume else None
-        if resume_from is not None:
-            self.run_dir = resume_from.parent.parent
-        else:
-            made, error = None, None
-            if self.main:
-                try:
-                    made = str(new_run_dir(c.logging.out, c.logging.name, c.method, c.model.preset))
-                except ValueError as e:
-                    error = str(e)
-            made, error = broadcast_object((made, error))  # type: ignore[misc]  # every rank fails alike
-            if error:
-                raise ValueError(error)
-            self.run_dir = Path(made)
-
+        state = self._resume_state(resume_from) if resume_from is not None else None  # fail before any work
         seed_everything(c.runtime.seed)
-        from alignclip.models.factory import create_model
+        self.model = build_model(c, resume_from).to(device)  # before the run folder: a bad init_from leaves none
+
         from alignclip.tokenizer import get_tokenizer
-        self.model = create_model(c.model.preset, architecture=c.architecture, seed=c.runtime.seed).to(device)
         self.loss_fn = self._build_loss()
         self.optimizer = build_optimizer(self.model, c.optim.lr, c.optim.weight_decay, c.optim.betas, c.optim.eps)
         self.dataset = dataset if dataset is not None else build_train_dataset(c, self.model.image_size, info)
@@ -143,14 +133,13 @@ class Trainer:
                                        c.optim.schedule)
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
 
-        state = None
-        if resume_from is not None:
-            load_weights(self.model, resume_from)
-            state = load_trainer_state(resume_from)
+        if state is not None:
+            load_weights(self.model, resume_from)  # type: ignore[arg-type]
+            if nonfinite_weights(self.model):  # written by a version that did not check
+                raise ValueError(f"cannot resume from {resume_from}: its weights are not finite (NaN/inf); resume "
+                                 "from an earlier checkpoint of the run")
             self._load_state(state)
             self.last_checkpoint = resume_from
-        if self.main:
-            save_config(c, self.run_dir / "config.yaml")
 
         model: nn.Module = self.model
         if info.enabled:
@@ -162,10 +151,63 @@ class Trainer:
                                  c.optim.accum_freq, c.optim.grad_clip)
         self.semantic = CaptionFeatures.for_config(c, self.dataset, device, info, self.epoch, self.batch_in_epoch,
                                                    self.total_steps - self.step) if c.method == "alignclip" else None
-        self.logger = MetricsLogger(self.run_dir, self.main, c.logging.tensorboard,
-                                    resume_step=self.step if resume_from is not None else None)
+        # The run folder comes last, once everything that can reject the settings has run: a failed start leaves none.
+        self.new_run = resume_from is None
+        self.run_dir = self._open_run_dir() if self.new_run else resume_from.parent.parent  # type: ignore[union-attr]
+        try:
+            if self.main:
+                save_config(c, self.run_dir / "config.yaml")
+            self.logger = MetricsLogger(self.run_dir, self.main, c.logging.tensorboard,
+                                        resume_step=self.step if resume_from is not None else None)
+        except BaseException:
+            self.discard_failed_start()
+            raise
         if state is not None:
             set_rng_state(state["rng"])  # last: nothing above may draw from the restored generators
+
+    def _resume_state(self, checkpoint: Path) -> dict[str, Any]:
+        """The checkpoint's trainer state, after checking that this run may continue it (same batch size, and
+        the same method, model and data unless resume_allow_changes); rank 0 clears what killed saves left."""
+        state = load_trainer_state(checkpoint, STATE_KEYS)
+        c = self.config
+        if state["batch_size"] != c.optim.batch_size:
+            raise ValueError(f"cannot resume: the checkpoint was trained with optim.batch_size={state['batch_size']}"
+                             f", this run asks for {c.optim.batch_size} (the data position would not match)")
+        changes = changed_settings(state["config"], c)
+        if changes and not c.resume_allow_changes:
+            raise ValueError(f"cannot resume {checkpoint} with other settings of what is trained: "
+                             f"{'; '.join(changes)} (start a new run, or allow it with --set "
+                             "resume_allow_changes=true)")
+        if self.main:
+            clean_debris(checkpoint.parent)
+        return state
+
+    def _open_run_dir(self) -> Path:
+        """A new run folder, made by rank 0 and shared with the others (every rank fails alike)."""
+        c, made, error = self.config, None, None
+        if self.main:
+            try:
+                made = str(new_run_dir(c.logging.out, c.logging.name, c.method, c.model_name))
+            except ValueError as e:
+                error = str(e)
+            except OSError as e:  # PermissionError, a read-only or full disk
+                error = f"cannot create a run folder under {c.logging.out}: {e.strerror or e} ({e.filename})"
+        made, error = broadcast_object((made, error))  # type: ignore[misc]
+        if error:
+            raise ValueError(error)
+        return Path(made)  # type: ignore[arg-type]
+
+    def discard_failed_start(self) -> None:
+        """Remove the run folder this invocation made if nothing worth keeping (a checkpoint, a logged step) is in
+        it yet: a start that fails leaves no empty run folder behind."""
+        from .metrics import METRICS_FILE
+
+        if not (self.main and getattr(self, "new_run", False)):
+            return
+        logged = self.run_dir / METRICS_FILE
+        if latest_checkpoint(self.run_dir / "checkpoints") is None and not (
+                logged.is_file() and logged.stat().st_size > 0):
+            shutil.rmtree(self.run_dir, ignore_errors=True)
 
     def _build_loss(self) -> nn.Module:
         from alignclip.losses import AlignCLIPLoss, ClipLoss
@@ -186,9 +228,6 @@ class Trainer:
                 "config": self.config.to_dict()}
 
     def _load_state(self, state: dict[str, Any]) -> None:
-        if state["batch_size"] != self.config.optim.batch_size:
-            raise ValueError(f"cannot resume: the checkpoint was trained with optim.batch_size={state['batch_size']}"
-                             f", this run asks for {self.config.optim.batch_size} (the data position would not match)")
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.samples, self.skipped, self.attempted = state["samples"], state["skipped"], state["attempted"]
         self.optimizer.load_state_dict(state["optimizer"])
@@ -200,6 +239,13 @@ class Trainer:
         """Checkpoint the current step (rank 0 writes, every rank waits), unless it is already on disk."""
         if self.last_checkpoint is not None and self.last_checkpoint.name == f"step_{self.step:06d}":
             return self.last_checkpoint
+        bad = nonfinite_weights(unwrap(self.runner.model))  # every rank: DDP keeps the weights identical
+        if bad:
+            keep = latest_checkpoint(self.run_dir / "checkpoints")
+            raise NonFiniteLossError(
+                f"step {self.step}: {len(bad)} weight tensors are not finite (first: {bad[0]}), so no checkpoint is "
+                f"written; the last good one is {keep if keep else '(none written yet)'} (lower optim.lr, set "
+                "optim.grad_clip, or use fp32)")
         path = None
         if self.semantic is not None:
             self.semantic.flush()  # every rank: lazily encoded captions persist (the cache is multi-process safe)
@@ -221,7 +267,7 @@ class Trainer:
     def run(self) -> TrainResult:
         c, start_step, start_samples = self.config, self.step, self.samples
         bar = tqdm(total=self.total_steps, initial=self.step, unit="step", dynamic_ncols=True,
-                   disable=not (self.main and c.logging.progress), desc=f"{c.method} {Path(c.model.preset).stem}")
+                   disable=not (self.main and c.logging.progress), desc=f"{c.method} {c.model_name}")
         if self.main:
             where = f"resumed at step {self.step} from {self.last_checkpoint}" if self.step else "started"
             tqdm.write(f"run {self.run_dir}: {where}; {self.total_steps} steps of {c.optim.batch_size} samples on "
@@ -292,12 +338,21 @@ class Trainer:
                      "captions": batch["captions"][:n_min], "trimmed": n - n_min}
         return {0: None, 1: "SIGINT", 2: "SIGTERM"}[int(stop)], batch
 
+    def _record_bad_samples(self, bad: list[tuple[str, str]]) -> None:
+        """Name every skipped sample (source, reason) in <run>/bad_samples.tsv, one file per rank beyond 0, so a
+        user can find and fix them; appended as they come, so a killed run keeps what it saw."""
+        name = "bad_samples.tsv" if self.info.rank == 0 else f"bad_samples.rank{self.info.rank}.tsv"
+        with open(self.run_dir / name, "a", encoding="utf-8") as f:
+            for source, reason in bad:
+                f.write(f"{self.step}\t{source}\t{' '.join(str(reason).split())}\n")
+
     def _train_step(self, batch: dict) -> int:
         """One optimizer step on this rank's batch; returns the global number of samples trained on."""
-        c = self.config
         n_local = batch["images"].shape[0]
         self.skipped += batch["num_skipped"]
         self.attempted += n_local + batch["num_skipped"] + batch.get("trimmed", 0)
+        if batch.get("bad_samples"):
+            self._record_bad_samples(batch["bad_samples"])
         if n_local < 2:  # every rank agrees on this (trimmed to the minimum)
             if self.main:
                 tqdm.write(f"warning: step {self.step}: fewer than 2 readable samples in the batch, skipped")
@@ -357,7 +412,8 @@ class Trainer:
                  f"{result.steps - start_step} steps in {result.elapsed_seconds:.1f}s "
                  f"({result.samples_per_second:.1f} samples/s), step {result.steps}/{self.total_steps}",
                  f"  final loss {result.final_loss:.4f}" if result.final_loss is not None else "  no loss logged",
-                 f"  skipped samples: {result.skipped_samples}",
+                 f"  skipped samples: {result.skipped_samples}" + (
+                     f" (named in {self.run_dir / 'bad_samples.tsv'})" if result.skipped_samples else ""),
                  f"  checkpoint: {result.checkpoint}"]
         if result.stopped_by:
             lines.append(f"  resume with: alignclip train --resume {result.run_dir}")
@@ -379,14 +435,22 @@ def train(config: TrainConfig | Mapping[str, Any] | None = None,
     device = resolve_device(config.runtime.device, info)
     if config.runtime.threads is not None:
         torch.set_num_threads(config.runtime.threads)
-    init_distributed(info, device)
-    ok = False
+    init_distributed(info, device, config.runtime.dist_timeout_s)
+    ok, trainer = False, None
     try:
-        result = Trainer(config, info, device, dataset).run()
+        trainer = Trainer(config, info, device, dataset)
+        result = trainer.run()
+        cleanup_distributed()  # its barrier may time out too
         ok = True
         return result
+    except RuntimeError as e:
+        if not is_timeout(e):
+            raise
+        raise DistributedTimeout(f"rank {info.rank}: another rank did not answer within runtime.dist_timeout_s="
+                                 f"{config.runtime.dist_timeout_s:g}s (stalled, crashed or unreachable); stopping: "
+                                 f"{first_line(e)}") from None
     finally:
-        if ok:
-            cleanup_distributed()
-        elif torch.distributed.is_available() and torch.distributed.is_initialized():
+        if trainer is not None and not ok:
+            trainer.discard_failed_start()
+        if not ok and torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()  # no barrier: the other ranks may be gone already
