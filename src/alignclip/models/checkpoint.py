@@ -64,7 +64,7 @@ def load_checkpoint(path: str | Path, config: ConfigSpec = None, device: str | t
         from .hf import import_hf
         model = import_hf(path, config)
     elif path.is_dir() or (isinstance(document, dict) and "architecture" in document):  # X.safetensors + X.json
-        model = _load_ours(weights, config_path, config)
+        model = _load_ours(weights, config_path, document, config)
     elif path.suffix in (".pt", ".pth", ".bin", ".safetensors"):
         model = import_state_dict(read_state_dict(path), config, architecture, str(path))
     else:
@@ -79,11 +79,11 @@ def _read_json(path: Path) -> Any:
         raise ValueError(f"{path}: invalid JSON ({e})") from None
 
 
-def _load_ours(weights: Path, config_path: Path, config: ConfigSpec) -> ContrastiveModel:
-    if not weights.is_file() or not config_path.is_file():
+def _load_ours(weights: Path, config_path: Path, document: Any, config: ConfigSpec) -> ContrastiveModel:
+    """`document`: config_path's parsed JSON (None when the file is missing)."""
+    if not weights.is_file() or document is None:
         raise FileNotFoundError(f"{weights.parent}: expected {weights.name} and {config_path.name} "
                                 "(an alignclip checkpoint or a Hugging Face CLIPModel folder)")
-    document = _read_json(config_path)
     if not isinstance(document, dict) or not isinstance(document.get("model"), dict) \
             or document.get("architecture") not in ARCHITECTURES:
         raise ValueError(f"{config_path}: not an alignclip model config (expected a JSON object with "

@@ -89,19 +89,13 @@ def _write_weights(model: nn.Module, directory: Path) -> None:
 
 def load_weights(model: nn.Module, directory: str | Path) -> None:
     """Load a checkpoint's weights into an existing model (same architecture and shapes), strictly."""
-    from safetensors.torch import load_file
-
-    from alignclip.models.checkpoint import WEIGHTS_NAME, load_state_dict_strict
-    from safetensors import SafetensorError
+    from alignclip.models.checkpoint import WEIGHTS_NAME
+    from alignclip.models.weights import load_state_dict_strict, read_state_dict
 
     path = Path(directory) / WEIGHTS_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{directory}: no {WEIGHTS_NAME} (not a complete training checkpoint)")
-    try:
-        weights = load_file(str(path), device="cpu")
-    except (SafetensorError, OSError) as e:
-        raise ValueError(f"{path}: unreadable safetensors file, truncated or corrupt ({e})") from None
-    load_state_dict_strict(model, weights, str(path))  # type: ignore[arg-type]
+    load_state_dict_strict(model, read_state_dict(path), str(path))  # type: ignore[arg-type]
 
 
 def nonfinite_weights(model: nn.Module) -> list[str]:
