@@ -181,6 +181,7 @@ def _ddp_worker(rank: int, world: int, store: str, name: str, local_loss: bool, 
         if rank == 0:
             torch.save((loss.item() / world, {n: p.grad.clone() for n, p in model.module.named_parameters()}),
                        result)
+        dist.barrier()  # tear down together: a rank destroying its gloo group while the other still uses it aborts
     finally:
         dist.destroy_process_group()
 
