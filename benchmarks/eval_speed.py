@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         captions = F.normalize(images[owner] + 0.3 * torch.randn(args.captions, args.dim, generator=g), dim=1)
         before = current_rss_mib()
         start = time.perf_counter()
-        metrics = RetrievalEvaluator(device=args.device).evaluate_features(images, captions, owner)["metrics"]
+        metrics = RetrievalEvaluator(device=args.device).evaluate_features(images, captions, owner).metrics
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start

@@ -40,7 +40,7 @@ def main() -> None:
                     return LogisticRegression(C=C, max_iter=probe.max_iter).fit(features, labels)
                 probe._fit = fit  # type: ignore[method-assign]
             start = time.perf_counter()
-            top1 = probe.evaluate_features(x_train, y_train, x_test, y_test)["metrics"]["top1"]
+            top1 = probe.evaluate_features(x_train, y_train, x_test, y_test).metrics["top1"]
             line += f"  {name} {time.perf_counter() - start:6.1f} s, top1 {top1:.4f};"
         print(line, flush=True)
 

@@ -120,14 +120,14 @@ def test_collate_drops_and_counts_bad_samples():
     ds = SyntheticShapes(10)
     collate = Collate(FakeTokenizer())
     batch = collate([ds[0], None, ds[1], None, ds[2]])
-    assert batch["images"].shape == (3, 3, 32, 32)
-    assert batch["tokens"].shape == (3, 12) and batch["tokens"].dtype == torch.long
-    assert batch["captions"] == [ds[i]["caption"] for i in range(3)]
-    assert batch["num_skipped"] == 2
-    assert torch.equal(batch["labels"]["shape"], torch.tensor([ds.labels_for(i)["shape"] for i in range(3)]))
+    assert batch.images.shape == (3, 3, 32, 32)
+    assert batch.tokens.shape == (3, 12) and batch.tokens.dtype == torch.long
+    assert batch.captions == [ds[i]["caption"] for i in range(3)]
+    assert batch.num_skipped == 2
+    assert torch.equal(batch.labels["shape"], torch.tensor([ds.labels_for(i)["shape"] for i in range(3)]))
     empty = Collate(FakeTokenizer(), image_size=32)([None, None])
-    assert empty["images"].shape == (0, 3, 32, 32) and empty["tokens"].shape == (0, 12)
-    assert empty["num_skipped"] == 2 and empty["captions"] == []
+    assert empty.images.shape == (0, 3, 32, 32) and empty.tokens.shape == (0, 12)
+    assert empty.num_skipped == 2 and empty.captions == []
     clone = pickle.loads(pickle.dumps(collate))  # DataLoader workers receive a pickled copy
     assert torch.equal(clone([ds[0]])["tokens"], collate([ds[0]])["tokens"])
 
@@ -135,5 +135,5 @@ def test_collate_drops_and_counts_bad_samples():
 def test_synthetic_through_dataloader_workers():
     ds = SyntheticShapes(16, seed=5)
     loader = torch.utils.data.DataLoader(ds, batch_size=8, num_workers=2, collate_fn=Collate(FakeTokenizer()))
-    captions = [c for batch in loader for c in batch["captions"]]
+    captions = [c for batch in loader for c in batch.captions]
     assert captions == [ds[i]["caption"] for i in range(16)]

@@ -76,8 +76,8 @@ def test_csv_dataset_bad_rows_are_named(tmp_path):
     assert ds[5] == BadSample(f"{tsv}:7", "empty caption")  # CSV line 7 (the header is line 1)
     assert ds[6].source.endswith("corrupt.png") and ds[6].reason.startswith("image cannot be read")
     batch = Collate(FakeTokenizer())([ds[i] for i in range(7)])
-    assert batch["num_skipped"] == 3 and batch["images"].shape[0] == 4
-    assert batch["bad_samples"] == [tuple(ds[i]) for i in (4, 5, 6)]  # named across worker processes
+    assert batch.num_skipped == 3 and batch.images.shape[0] == 4
+    assert batch.bad_samples == [tuple(ds[i]) for i in (4, 5, 6)]  # named across worker processes
     assert len(build_dataset(f"tsv:{tmp_path / 'train.tsv'}", 32, train=True, num_samples=2)) == 2
 
 
@@ -161,7 +161,7 @@ def test_ranks_and_workers_cover_every_sample_once(shards, shuffle):
         ds = TarShardDataset(pattern, transform=EvalTransform(16), shuffle_shards=shuffle,
                              shuffle_buffer=8 if shuffle else 0, rank=rank, world_size=2, seed=1)
         loader = torch.utils.data.DataLoader(ds, batch_size=5, num_workers=2, collate_fn=Collate(FakeTokenizer()))
-        seen += [c for batch in loader for c in batch["captions"]]
+        seen += [c for batch in loader for c in batch.captions]
     assert sorted(seen) == sorted(captions)
 
 
@@ -210,7 +210,7 @@ def test_bad_members_and_truncated_shard_are_named(tmp_path, shards):
     assert samples[0]["caption"] == "fine" and samples[1:5] == [
         BadSample(f"{bad_tar}#b", "image cannot be decoded"), BadSample(f"{bad_tar}#c", "empty caption"),
         BadSample(f"{bad_tar}#d", "no .txt caption member"), BadSample(f"{bad_tar}#e", "no image member (jpg, jpeg, "
-                                                                                   "png, webp)")]
+                                                                                   "png, webp, bmp, gif, tif, tiff)")]
     cut = samples[5:-1]  # what was readable from the truncated shard, then a BadSample marker
     readable = [s["caption"] for s in cut if isinstance(s, dict)]
     assert 1 <= len(readable) < 4 and readable == captions[: len(readable)]
@@ -218,7 +218,7 @@ def test_bad_members_and_truncated_shard_are_named(tmp_path, shards):
     assert isinstance(samples[-1], BadSample)  # the non-tar file: one BadSample, no crash
     bad = 4 + sum(isinstance(s, BadSample) for s in cut) + 1
     batch = Collate(FakeTokenizer())(samples)
-    assert batch["num_skipped"] == bad and batch["images"].shape[0] == len(samples) - bad
+    assert batch.num_skipped == bad and batch.images.shape[0] == len(samples) - bad
 
 
 def test_truncation_anywhere_is_reported(tmp_path, shards):
@@ -266,7 +266,10 @@ def test_cli_data_pack(tmp_path, capsys):
                               "--samples-per-shard", "5", "--image-size", "16"])
     assert args.func(args) == 0
     assert "wrote 7 samples in 2 shards" in capsys.readouterr().out
-    assert args.func(args) == 1  # shards exist and no --overwrite: one-line error, no traceback
-    assert "--overwrite" in capsys.readouterr().err
+    from alignclip.cli.main import main
+    # shards exist and no --overwrite: bad input, so one line and exit 2 (the CLI error policy, cli/errors.py)
+    assert main(["data", "pack", "synthetic", "--out", str(tmp_path / "o"), "--num-samples", "7"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("alignclip: error: ") and "--overwrite" in err and err.count("\n") == 1
     args = parser.parse_args(["data", "inspect", f"wds:{tmp_path / 'o'}", "-n", "3", "--image-size", "16"])
     assert args.func(args) == 0 and "0 bad samples" in capsys.readouterr().out

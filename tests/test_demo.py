@@ -107,6 +107,16 @@ def test_cells_hand_worked() -> None:
     assert cell([{"c": 1.0}, {"c": 0.0}, {"c": 1.0}], Column("c", "c", "", count=True)) == "2/3"
 
 
+def test_html_table_marks_the_best_trained_method() -> None:
+    """Through the reports' one table helper: best mean bold (never the untrained reference row), keys as tooltips."""
+    from alignclip.demo.table import html_table
+
+    rows = {"untrained": [{"k": 0.0}], "a": [{"k": 0.5}, {"k": 0.7}], "b": [{"k": 0.2}]}
+    page = html_table(rows, columns=(Column("l2m", "k", "lower"),))
+    assert '<td class="best">0.200</td>' in page and page.count('class="best"') == 1
+    assert '<th title="k">l2m</th>' in page and "0.600 ± 0.141" in page
+
+
 def test_demo_never_clobbers_a_previous_report(tmp_path: Path) -> None:
     first, second = new_demo_dir(tmp_path), new_demo_dir(tmp_path)
     assert first != second and first.is_dir() and second.is_dir()

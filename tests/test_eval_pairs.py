@@ -35,13 +35,18 @@ def pairs_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_eval_pairs_groups_captions_by_image(checkpoint: Path, pairs_csv: Path, tmp_path: Path) -> None:
     assert cli(["eval", checkpoint, "--dataset", f"tsv:{pairs_csv}", "--out", tmp_path / "out"]) == 0
     document = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert document["num_samples"] == 6 and document["max_samples"] == 1000  # images read, not the --num-samples cap
+    document = json.loads((tmp_path / "out" / "metrics.json").read_text())
     results = {r["task"]: r for r in document["results"]}
     assert set(results) == {"data", "retrieval", "modality_gap"}
-    assert results["data"]["metrics"] == {"num_images": 6, "num_captions": 9, "num_bad_samples": 1}
-    assert results["data"]["bad_samples"] == [[str(pairs_csv.parent / "gone.png"), "image file not found"]]
-    assert results["retrieval"]["metrics"]["num_captions"] == 9 and results["retrieval"]["dataset"] == "tsv/val.tsv"
+    assert results["data"]["metrics"] == {}  # what was read is bookkeeping
+    assert {k: results["data"]["info"][k] for k in ("num_images", "num_captions", "num_bad_samples")} == \
+        {"num_images": 6, "num_captions": 9, "num_bad_samples": 1}
+    assert results["data"]["info"]["bad_samples"] == [[str(pairs_csv.parent / "gone.png"), "image file not found"]]
+    assert results["retrieval"]["info"]["num_captions"] == 9 and results["retrieval"]["dataset"] == "tsv/val.tsv"
     assert results["retrieval"]["metrics"]["text_retrieval_recall@10"] == 1.0  # 6 images: every one is in the top 10
-    assert results["modality_gap"]["pairs"] == "image, own caption" and (tmp_path / "out" / "projection.png").is_file()
+    assert results["modality_gap"]["info"]["pairs"] == "image, its own caption"
+    assert (tmp_path / "out" / "projection.png").is_file()
 
 
 def test_embed_matches_the_model_and_feeds_gap(checkpoint: Path, pairs_csv: Path, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from PIL import Image
 from alignclip.evaluation import plots
 from alignclip.evaluation.gap import gap_metrics, gap_shift_sweep
 from alignclip.evaluation.report import flatten_metrics, write_comparison, write_report
+from alignclip.evaluation.result import EvalResult
 
 
 def gapped_pairs(n: int = 120, dim: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,7 +90,8 @@ def test_write_report(tmp_path: Path) -> None:
         check_png(paths[kind], kind, *((("#2ca02c", "#d62728"), 0.45) if kind == "cosines" else ()))
     check_png(paths["shift_sweep"], "shift_sweep", colours=())
     page = paths["index"].read_text()
-    assert "Toy &lt;report&gt;" in page and "toy/modality_gap/l2m" in page and f"{gap['l2m']:.4f}" in page
+    assert "Toy &lt;report&gt;" in page and "modality gap (image vs its own caption)" in page
+    assert f"<td>{gap['l2m']:.4f}</td>" in page and 'title="l2m">l2m ↓</th>' in page  # short name, key as tooltip
     sources = re.findall(r'<img src="([^"]+)"', page)
     assert sorted(sources) == ["cosines.png", "projection.png", "shift_sweep.png", "sphere.png"]
     assert all((tmp_path / "out" / s).is_file() for s in sources)
@@ -103,11 +105,23 @@ def test_write_report_without_features_and_bad_call(tmp_path: Path) -> None:
 
 
 def test_flatten_metrics() -> None:
-    metrics = {"results": [{"dataset": "synthetic/shape", "task": "zeroshot_classification",
-                            "metrics": {"top1": 0.5}}], "gap": {"l2m": 1}, "name": "x", "flag": True,
-               "sweep": [{"lambda": 0.5}]}
-    assert flatten_metrics(metrics) == {"results/synthetic/shape/zeroshot_classification/top1": 0.5,
-                                        "gap/l2m": 1.0, "sweep/0/lambda": 0.5}
+    """Scores only, keyed dataset/task/metric; run-level values and each result's info are not metrics."""
+    results = [EvalResult("synthetic/shape", "zeroshot_classification", {"top1": 0.5}, {"num_samples": 7})]
+    assert flatten_metrics(results) == {"synthetic/shape/zeroshot_classification/top1": 0.5}
+    document = {"results": [r.to_dict() for r in results], "gap": {"l2m": 1}, "seed": 3}
+    assert flatten_metrics(document) == {"synthetic/shape/zeroshot_classification/top1": 0.5}
+
+
+def test_result_reads_metrics_json_written_before_info_existed() -> None:
+    old = {"dataset": "classes/pets", "task": "modality_gap", "pairs": "image, class prompt",
+           "metrics": {"l2m": 1.2, "num_samples": 153.0}}
+    result = EvalResult.from_dict(old)
+    assert result.metrics == {"l2m": 1.2} and result.info == {"pairs": "image, class prompt", "num_samples": 153.0}
+    assert EvalResult.from_dict(result.to_dict()) == result
+    with pytest.deprecated_call():
+        assert result["metrics"] == {"l2m": 1.2}  # the thin alias for code that indexed the old dicts
+    with pytest.raises(ValueError, match="not an evaluation result"):
+        EvalResult.from_dict({"dataset": "d"})
 
 
 def test_compare_runs(tmp_path: Path) -> None:
@@ -120,11 +134,92 @@ def test_compare_runs(tmp_path: Path) -> None:
     paths = write_comparison([run_a, run_b], tmp_path / "cmp")
     rows = list(csv.reader(paths["csv"].open()))
     assert rows[0] == ["metric", str(run_a), str(run_b)]
-    assert ["results/d/t/top1", "0.2500", "0.5000"] in rows and ["results/d/t/l2m", "1.0000", ""] in rows
-    assert "| results/d/t/top1 | 0.2500 | 0.5000 |" in paths["markdown"].read_text()
+    assert ["d/t/top1", "0.2500", "0.5000"] in rows and ["d/t/l2m", "1.0000", ""] in rows
+    assert "| d/t/top1 | 0.2500 | **0.5000** |" in paths["markdown"].read_text()  # the best run in bold
     page = paths["index"].read_text()
-    assert '<img src="../clip/projection.png"' in page
+    assert '<img src="../clip/sphere.png"' in page and '<img src="projection.png"' in page  # shared-axes panels
     with pytest.raises(FileNotFoundError, match="no metrics.json for run"):
         write_comparison([tmp_path / "nothing"], tmp_path / "cmp")
     with pytest.raises(ValueError, match="at least one run"):
         write_comparison([], tmp_path / "cmp")
+
+
+def _capture_figures(monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
+    """Keep each saved matplotlib figure (by file name) so a test can read its legend and axes."""
+    figures: dict[str, object] = {}
+    save = plots._save
+
+    def keep(fig: object, path: str | Path) -> Path:
+        figures[Path(path).name] = fig
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    return figures
+
+
+def test_cosine_legend_shows_the_means_in_metrics_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 11: the histogram legend said unpaired 0.009 (a 5000-pair sample) where metrics.json said 0.0126."""
+    figures = _capture_figures(monkeypatch)
+    x, y = gapped_pairs(300)
+    result = EvalResult("toy", "modality_gap", gap_metrics(x, y))
+    paths = write_report(tmp_path, {"results": [result]}, x, y)
+    stored = json.loads(paths["metrics"].read_text())["results"][0]["metrics"]
+    legend = [t.get_text() for t in figures["cosines.png"].axes[0].get_legend().get_texts()]
+    assert legend == [f"{name} (mean {stored[key]:.4f})" for name, key in plots.COSINE_KEYS.items()]
+    sampled = plots.cosine_samples(x, y, max_samples=5000)["unpaired"].mean()
+    assert abs(sampled - stored["unpaired_cosine"]) > 5e-5  # the sample's mean would have printed differently
+
+
+def test_report_keeps_bookkeeping_apart_and_labels_the_run(tmp_path: Path) -> None:
+    results = [EvalResult("synthetic/shape", "linear_probe", {"top1": 0.75}, {"best_C": 10.0, "num_train": 143}),
+               EvalResult("pets", "class_prompt_gap", {"l2m": 1.2}, {"pairs": "image, the prompt of its class"})]
+    document = {"model": "ckpt", "method": "alignclip (IMSep)", "architecture": "shared", "seed": 4,
+                "num_samples": 153, "results": results}
+    page = write_report(tmp_path, document)["index"].read_text()
+    scores, run_info = page.split('id="run-info"')
+    assert "<b>alignclip (IMSep) · shared architecture</b>" in scores and "num_samples 153" in scores
+    assert "best_C" not in scores and "num_train" not in scores and "best_C=10, num_train=143" in run_info
+    assert "image-to-class-prompt gap (not the pair gap" in scores and "modality gap" not in scores
+
+
+def test_shift_sweep_is_one_small_table(tmp_path: Path) -> None:
+    x, y = gapped_pairs(60)
+    sweep = gap_shift_sweep(x, y, [0.0, 0.25, 0.5])
+    page = write_report(tmp_path, {"results": []}, sweep=sweep)["index"].read_text()
+    table = page.split("post-hoc shift sweep</h3>")[1].split("</table>")[0]
+    assert table.count("<tr>") == 1 + 3 and table.count("<th") == 1 + 5  # λ + the five main measures
+    assert "shift_sweep/" not in page and f"{sweep[2]['l2m']:.4f}" in table
+
+
+def test_comparison_marks_the_best_run_per_column(tmp_path: Path) -> None:
+    for name, l2m, top1, cos in (("a", 1.0, 0.5, 0.9), ("b", 0.5, 0.25, 0.1)):
+        (tmp_path / name).mkdir()
+        results = [EvalResult("d", "modality_gap", {"l2m": l2m, "image_cosine": cos}),
+                   EvalResult("d", "zeroshot_classification", {"top1": top1})]
+        (tmp_path / name / "metrics.json").write_text(json.dumps(
+            {"method": "clip", "architecture": "clip", "results": [r.to_dict() for r in results]}))
+    page = write_comparison([tmp_path / "a", tmp_path / "b"], tmp_path / "cmp")["index"].read_text()
+    best = re.findall(r'<td class="best">([^<]+)</td>', page)
+    assert best == ["0.5000", "0.5000"]  # b's l2m (lower is better), a's top-1; intra-modal cosine: no best
+    assert "a · clip/clip" in page and "b · clip/clip" in page
+
+
+def test_projection_panels_share_their_axes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    figures = _capture_figures(monkeypatch)
+    small, large = gapped_pairs(40, seed=1), gapped_pairs(40, seed=2)
+    panels = {"small": plots.project_pairs(*small), "large": plots.project_pairs(large[0] * 1, large[1] + 5.0)}
+    plots.plot_projection_panels(panels, tmp_path / "p.png")
+    first, second = figures["p.png"].axes[:2]
+    assert first.get_xlim() == second.get_xlim() and first.get_ylim() == second.get_ylim()
+    with Image.open(tmp_path / "p.png") as image:
+        assert image.size[0] >= 800
+
+
+def test_figures_are_wide_with_readable_legends(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    figures = _capture_figures(monkeypatch)
+    x, y = gapped_pairs(50)
+    write_report(tmp_path, {"results": []}, x, y, sweep=gap_shift_sweep(x, y, [0.0, 0.5]))
+    assert min(width for width, _ in plots.FIGURE_SIZES.values()) >= 800
+    for name, fig in figures.items():
+        legend = next(ax.get_legend() for ax in fig.axes if ax.get_legend() is not None)
+        assert min(t.get_fontsize() for t in legend.get_texts()) >= 12, name

@@ -5,11 +5,10 @@ import json
 
 import pytest
 import torch
+import transformers  # installed with sentence-transformers: the reference must never be skipped silently
 
 import alignclip
 from alignclip.models.hf import export_hf
-
-transformers = pytest.importorskip("transformers")
 
 
 def _hf_model(act: str = "quick_gelu", eos: int = 49407, eps: float = 1e-5) -> "transformers.CLIPModel":

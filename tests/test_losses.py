@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -69,19 +71,48 @@ def test_alignclip_loss_matches_reference(weighting: str, sep: tuple[bool, bool]
     t, alpha, beta = 12.0, 0.7, 0.4
     loss = AlignCLIPLoss(alpha=alpha, beta=beta, separate_text=sep[0], separate_image=sep[1], weighting=weighting)
     out = loss(x, y, torch.tensor(t), semantic_features=s)
-    contrastive = alpha * 2 * ref_clip(x, y, t)  # a sum of both directions
     separation = beta * (sep[0] * ref_separation(y, x, y, s, t, weighting)
                          + sep[1] * ref_separation(x, x, y, s, t, weighting))
     assert set(out) == {"contrastive_loss", "separation_loss", "loss"}
-    assert out["contrastive_loss"].item() == pytest.approx(contrastive, rel=1e-5)
+    assert out["contrastive_loss"].item() == pytest.approx(ref_clip(x, y, t), rel=1e-5)  # the mean, as ClipLoss
     assert out["separation_loss"].item() == pytest.approx(separation, rel=1e-5)
-    assert out["loss"].item() == pytest.approx(contrastive + separation, rel=1e-5)
+    # The paper's total: alpha x the SUM of both directions.
+    assert out["loss"].item() == pytest.approx(alpha * 2 * ref_clip(x, y, t) + separation, rel=1e-5)
 
 
-def test_alignclip_unweighted_variant() -> None:
-    x, y, _ = _features()
+def test_both_losses_log_the_same_contrastive_quantity() -> None:
+    """One meaning per name: `contrastive_loss` is the mean of the two directions in both losses; AlignCLIP's total
+    keeps the paper's alpha x sum, so with alpha=1, beta=0 it is exactly twice CLIP's total."""
+    # Hand-worked: x = (e1, e2), y = (e1, e1), t = 1. i2t rows: [1, 1] and [0, 0] -> CE log 2 and log 2.
+    # t2i rows: [1, 0] and [1, 0] -> CE log(1 + e^-1) for row 0 (label 0), 1 + log(1 + e^-1) for row 1 (label 1).
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    y = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    i2t = math.log(2)
+    t2i = (math.log(1 + math.exp(-1)) + 1 + math.log(1 + math.exp(-1))) / 2
+    clip = ClipLoss()(x, y, torch.tensor(1.0))
+    align = AlignCLIPLoss(alpha=1.0, beta=0.0, weighting="none")(x, y, torch.tensor(1.0))
+    assert clip["contrastive_loss"].item() == pytest.approx((i2t + t2i) / 2, rel=1e-6)
+    assert align["contrastive_loss"].item() == clip["contrastive_loss"].item()
+    assert align["separation_loss"].item() == 0.0
+    assert align["loss"].item() == 2 * clip["loss"].item() == pytest.approx(i2t + t2i, rel=1e-6)
+
+
+def test_beta_passed_per_call_equals_the_configured_beta() -> None:
+    x, y, s = _features()
+    t = torch.tensor(10.0)
+    per_call = AlignCLIPLoss(beta=0.5)(x, y, t, semantic_features=s, beta=0.2)
+    configured = AlignCLIPLoss(beta=0.2)(x, y, t, semantic_features=s)
+    assert all(torch.equal(per_call[k], configured[k]) for k in configured)
+
+
+def test_alignclip_unweighted_variant_is_explicit() -> None:
+    x, y, s = _features()
+    with pytest.raises(ValueError, match="needs semantic_features.*weighting='none'"):
+        AlignCLIPLoss(beta=0.5)(x, y, torch.tensor(10.0))
     t = 10.0
-    out = AlignCLIPLoss(beta=0.5)(x, y, torch.tensor(t))
+    out = AlignCLIPLoss(beta=0.5, weighting="none")(x, y, torch.tensor(t))
+    assert torch.equal(AlignCLIPLoss(beta=0.5, weighting="none")(x, y, torch.tensor(t), semantic_features=s)["loss"],
+                       out["loss"])  # "none" ignores the caption embeddings
     xx = [[t * _dot(x[i], x[j]) for j in range(6)] for i in range(6)]
     yy = [[t * _dot(y[i], y[j]) for j in range(6)] for i in range(6)]
     assert out["separation_loss"].item() == pytest.approx(0.5 * (_ce(xx) + _ce(yy)), rel=1e-5)
@@ -104,7 +135,7 @@ def test_paper_weighting_rewards_collapse_for_synonyms_but_ours_does_not() -> No
 def test_bad_loss_configs() -> None:
     with pytest.raises(ValueError, match="separate_text or separate_image"):
         AlignCLIPLoss(separate_text=False, separate_image=False)
-    with pytest.raises(ValueError, match="unknown weighting"):
+    with pytest.raises(ValueError, match="unknown weighting.*logits, negatives, none"):
         AlignCLIPLoss(weighting="both")
     x, y, s = _features()
     with pytest.raises(ValueError, match="semantic_features has 3 rows"):
@@ -182,6 +213,7 @@ def _ddp_worker(rank: int, world: int, store: str, name: str, local_loss: bool, 
             torch.save((loss.item() / world, {n: p.grad.clone() for n, p in model.module.named_parameters()}),
                        result)
         dist.barrier()  # tear down together: a rank destroying its gloo group while the other still uses it aborts
+        Path(f"{result}.done{rank}").touch()  # this rank's work is complete; what follows is gloo's teardown
     finally:
         dist.destroy_process_group()
 
@@ -192,8 +224,15 @@ def _ddp_worker(rank: int, world: int, store: str, name: str, local_loss: bool, 
 def test_two_process_gloo_equals_single_process(name: str, local_loss: bool, tmp_path) -> None:
     import torch.multiprocessing as mp
     result = str(tmp_path / "rank0.pt")
-    mp.start_processes(_ddp_worker, args=(2, str(tmp_path / "store"), name, local_loss, result), nprocs=2, join=True,
-                       start_method="spawn")
+    try:
+        mp.start_processes(_ddp_worker, args=(2, str(tmp_path / "store"), name, local_loss, result), nprocs=2,
+                           join=True, start_method="spawn")
+    except mp.ProcessExitedException as e:
+        # gloo can abort a process in its own teardown when the peer has already closed its sockets (~1 run in 6
+        # on a loaded 2-core machine). That is after both ranks passed the final barrier: only then is it ignored.
+        if not all(Path(f"{result}.done{r}").is_file() for r in range(2)):
+            raise
+        print(f"ignored a gloo teardown failure after the work finished: {e}")
     loss, grads = torch.load(result)
     ref_loss, ref_grads = _full_batch_grads(LOSSES[name]())
     assert loss == pytest.approx(ref_loss, rel=1e-5)

@@ -16,6 +16,7 @@ from alignclip.training.checkpoint import load_trainer_state
 from alignclip.training.config import RECIPES
 from alignclip.training.init_model import build_model
 from alignclip.training.metrics import read_metrics
+from alignclip.training.health import fitted_warmup
 from alignclip.training.optim import lr_at
 from conftest import MICRO
 
@@ -64,7 +65,8 @@ def test_imsep_post_training_of_a_clip_checkpoint(tmp_path, cache, clip_checkpoi
     # Weights only: the step counter, the warm-up and the optimizer all start from zero.
     records = read_metrics(result.run_dir)
     assert [r["step"] for r in records] == [1, 2, 3] and result.steps == 3 and result.samples == 3 * 16
-    assert [r["lr"] for r in records] == pytest.approx([lr_at(s, 1e-3, 2, 3) for s in range(3)])
+    warmup = fitted_warmup(2, 3)  # the warm-up, fitted to this 3-step run (training/health.py)
+    assert [r["lr"] for r in records] == pytest.approx([lr_at(s, 1e-3, warmup, 3) for s in range(3)])
     assert records[0]["separation_loss"] > 0
     state = load_trainer_state(Path(result.checkpoint))
     assert state["step"] == 3 and all(s["step"] == 3 for s in state["optimizer"]["state"].values())
@@ -142,4 +144,4 @@ def test_cli_flags_and_recipe(tmp_path) -> None:
 def test_cli_errors_are_one_line(tmp_path, capsys, argv, message) -> None:
     assert cli_train.run(_parse([a.format(tmp=tmp_path) for a in argv])) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and message in err and "\n" not in err
+    assert err.startswith("alignclip: error: ") and message in err and "\n" not in err

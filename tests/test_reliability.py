@@ -56,10 +56,13 @@ def run_copy(finished_run, tmp_path) -> Path:
     return Path(shutil.copytree(finished_run, tmp_path / "runs" / "run"))
 
 
+ERROR_PREFIXES = ("alignclip: error: ", "error: ")  # cli/errors.py's prefix; the bare one until cli/train.py uses it
+
+
 def error_line(capsys) -> str:
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: "), err  # one line, no traceback
-    return err[0]
+    assert len(err) == 1 and err[0].startswith(ERROR_PREFIXES), err  # one line, no traceback
+    return err[0].removeprefix("alignclip: ")
 
 
 # ---------------------------------------------------------------------------------------- 1: resume with workers

@@ -219,3 +219,11 @@ def test_two_processes_flush_into_one_dir(tmp_path: Path, monkeypatch: pytest.Mo
     caps = ["caption 0", "caption 250", "caption 499"]
     assert torch.allclose(merged.encode(caps), torch.from_numpy(_HashModel().encode(caps)), atol=2e-3)
     assert merged.num_encoded == 0
+
+
+def test_semantic_encoder_is_a_caption_encoder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The type training is written against (CaptionEncoder) is what SemanticEncoder provides."""
+    monkeypatch.setattr(semantic, "load_sentence_model", lambda name, device: _HashModel())
+    enc = SemanticEncoder("hash-model", cache_dir=tmp_path, show_progress=False)
+    assert isinstance(enc, semantic.CaptionEncoder) and not isinstance(object(), semantic.CaptionEncoder)
+    assert enc.encode(["a", "b"]).shape == (2, enc.dim) and enc.num_encoded == 2

@@ -180,7 +180,7 @@ def test_cli_flags_and_set_build_the_config(tmp_path) -> None:
 def test_cli_reports_config_errors_in_one_line(capsys) -> None:
     assert cli_train.run(_parse(["--set", "optim.lrr=1"])) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "error: unknown config key 'optim.lrr' (did you mean 'optim.lr'?)"
+    assert err == "alignclip: error: unknown config key 'optim.lrr' (did you mean 'optim.lr'?)"
 
 
 def test_default_config_is_cpu_friendly() -> None:

@@ -44,7 +44,7 @@ def test_each_method_trains_and_its_loss_falls(tmp_path, micro_preset, semantic_
     assert [r["step"] for r in records] == [5, 10, 15, 20, 25, 30]
     for key in ("loss", "contrastive_loss"):
         assert records[-1][key] < 0.8 * records[0][key], [r[key] for r in records]
-    expected = {"loss", "contrastive_loss", "logit_scale", "paired_cosine", "centroid_distance", "image_cosine",
+    expected = {"loss", "contrastive_loss", "logit_scale", "paired_cosine", "l2m", "image_cosine",
                 "text_cosine", "lr", "samples_per_second", "skipped_samples"}
     assert expected <= set(records[-1])
     assert ("separation_loss" in records[-1]) == (method == "alignclip")
@@ -149,8 +149,9 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, micr
     monkeypatch.setattr(ClipLoss, "forward", poisoned)
     config = micro_config(tmp_path, micro_preset, semantic_cache, "method=clip", "optim.steps=10",
                           "logging.checkpoint_every=2", "logging.name=nan-run")
-    with pytest.raises(NonFiniteLossError, match="non-finite loss at step 5: .*step_000004"):
+    with pytest.raises(NonFiniteLossError, match="non-finite loss at step 5: .*step_000004") as error:
         train(config)
+    assert error.value.step == 5  # an int, for code that acts on it
     checkpoints = sorted(p.name for p in (tmp_path / "nan-run" / "checkpoints").iterdir())
     assert checkpoints == ["step_000002", "step_000004"]
     state = load_file(str(tmp_path / "nan-run" / "checkpoints" / "step_000004" / "model.safetensors"))

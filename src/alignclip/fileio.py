@@ -1,7 +1,8 @@
-"""Atomic file writes, shared by checkpoints and the caption-embedding cache."""
+"""File helpers written once: atomic writes (checkpoints, the caption cache) and fresh output folders (runs, demos)."""
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from pathlib import Path
 from typing import Callable
@@ -25,3 +26,25 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def unique_dir(parent: str | Path, stem: str, attempts: int = 1000) -> Path:
+    """Create parent/stem, or parent/stem-2, stem-3 ... if taken, and return it.
+
+    mkdir without exist_ok is the claim: two processes started in the same second never share a folder, and a
+    rerun never writes into an earlier run's.
+    """
+    base = Path(parent) / stem
+    for n in range(1, attempts + 1):
+        candidate = base if n == 1 else base.with_name(f"{stem}-{n}")
+        try:
+            candidate.mkdir(parents=True)
+            return candidate
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not create a new folder {base}[-N] after {attempts} tries")
+
+
+def timestamp() -> str:
+    """Local time as it starts run and demo folder names: YYYYmmdd-HHMMSS (sorts by time)."""
+    return time.strftime("%Y%m%d-%H%M%S")

@@ -9,6 +9,7 @@ Cache layout (one directory per sentence model):
     shard-*.npz        "hashes" uint8[n, 16] (blake2b of the caption) + "embeddings" float16[n, D], L2-normalised
 Shards are only ever added, written to a temp file then ``os.replace``d, and named by time+pid+uuid, so several
 processes (DDP ranks, parallel jobs) can flush into one directory; a corrupt shard is skipped with a warning.
+(Over 300 lines on purpose: the cache format, its multi-process rules and the encoder that relies on them are one unit.)
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import time
 import uuid
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import torch
@@ -73,7 +74,27 @@ def default_cache_dir(identity: str) -> Path:
     return root / "semantic" / re.sub(r"[^A-Za-z0-9._-]+", "_", slug)
 
 
-def load_sentence_model(model_name_or_path: str | os.PathLike | None, device: str = "cpu") -> Any:
+class SentenceModel(Protocol):
+    """The part of a sentence_transformers.SentenceTransformer this module calls (tests substitute small fakes)."""
+
+    def encode(self, sentences: list[str], batch_size: int, convert_to_numpy: bool, normalize_embeddings: bool,
+               show_progress_bar: bool) -> np.ndarray: ...
+
+    def get_sentence_embedding_dimension(self) -> int | None: ...
+
+
+@runtime_checkable
+class CaptionEncoder(Protocol):
+    """What training needs to weight IMSep by caption similarity: `SemanticEncoder` is the implementation."""
+
+    num_encoded: int  # captions that ran through the sentence model (the rest came from the cache)
+
+    def encode(self, captions: Sequence[str]) -> torch.Tensor: ...  # [N, dim], float32, L2-normalised
+
+    def flush(self) -> None: ...  # persist what was encoded, so other ranks and later runs reuse it
+
+
+def load_sentence_model(model_name_or_path: str | os.PathLike | None, device: str = "cpu") -> SentenceModel:
     """Load a SentenceTransformer, never touching the network for the bundled default or a local directory.
 
     A hub name is first looked up in the local HF cache; the network is tried only if that fails and
@@ -126,7 +147,7 @@ class SemanticEncoder:
         self.show_progress = show_progress
         self.flush_every = flush_every  # new entries kept in memory before an automatic flush()
         self.num_encoded = 0  # captions that actually ran through the sentence model
-        self._model: Any = None
+        self._model: SentenceModel | None = None
         self._dim: int | None = None
         self._index: dict[bytes, int] = {}  # caption key -> row of self._emb
         self._emb = np.zeros((0, 0), dtype=np.float16)  # capacity-doubling buffer; rows [0, _size) are valid
@@ -218,7 +239,7 @@ class SemanticEncoder:
                 f"cache_dir='{self.cache_dir}')")
 
     # ---- internals ------------------------------------------------------------------------------------------
-    def _get_model(self) -> Any:
+    def _get_model(self) -> SentenceModel:
         if self._model is None:
             model = load_sentence_model(self.model_name_or_path, self.device)
             get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension

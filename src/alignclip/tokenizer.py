@@ -18,7 +18,7 @@ import html
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from typing import Sequence, Union
+from typing import Callable, Sequence, Union
 
 import numpy as np
 import regex
@@ -42,6 +42,8 @@ _PATTERN = regex.compile(
 )
 
 Ids = Union[Sequence[int], np.ndarray, torch.Tensor]
+# Any callable texts -> token ids [N, L]: our Tokenizer, open_clip's tokenizer, a test fake (collate, evaluation).
+TokenizeFn = Callable[[list[str]], torch.Tensor]
 
 
 @lru_cache(maxsize=None)

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from alignclip.data.spec import DataSpec
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,6 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="synthetic dataset seed")
     p.add_argument("--quality", type=int, default=95, help="JPEG quality")
     p.add_argument("--overwrite", action="store_true", help="replace shard-*.tar files already in --out")
+    _csv_options(p)
     p.set_defaults(func=run_pack)
 
     p = commands.add_parser("inspect", help="load a few samples and report captions and bad samples",
@@ -34,19 +38,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("source")
     p.add_argument("-n", "--num", type=int, default=8, help="samples to load")
     p.add_argument("--image-size", type=int, default=224)
+    _csv_options(p)
     p.set_defaults(func=run_inspect)
+
+
+def _csv_options(p: argparse.ArgumentParser) -> None:
+    """The data.csv_* settings of `train`, so a CSV packs and inspects as it trains."""
+    p.add_argument("--csv-image-key", default=None, help="image path column (default: filepath)")
+    p.add_argument("--csv-caption-key", default=None, help="caption column (default: title)")
+    p.add_argument("--csv-separator", default=None,
+                   help="delimiter (default: tab for tsv:, else detected from the header line among , TAB ; |)")
+
+
+def _spec(args: argparse.Namespace) -> "DataSpec":
+    from alignclip.data.spec import with_csv_settings
+
+    return with_csv_settings(args.source, args.csv_image_key, args.csv_caption_key, args.csv_separator)
 
 
 def run_pack(args: argparse.Namespace) -> int:
     from alignclip.data.pack import pack
 
-    try:
-        summary = pack(args.source, args.out, samples_per_shard=args.samples_per_shard, num_samples=args.num_samples,
-                       image_format=args.image_format, image_size=args.image_size, seed=args.seed,
-                       quality=args.quality, overwrite=args.overwrite)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    summary = pack(_spec(args), args.out, samples_per_shard=args.samples_per_shard, num_samples=args.num_samples,
+                   image_format=args.image_format, image_size=args.image_size, seed=args.seed, quality=args.quality,
+                   overwrite=args.overwrite)  # bad input raises: cli/errors.py reports it (one line, exit 2)
     print(summary)
     return 0
 
@@ -57,11 +72,7 @@ def run_inspect(args: argparse.Namespace) -> int:
     from alignclip.data.shards import BadSample
     from alignclip.data.sources import build_dataset
 
-    try:
-        dataset = build_dataset(args.source, image_size=args.image_size, train=False)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    dataset = build_dataset(_spec(args), image_size=args.image_size, train=False)
     if isinstance(dataset, IterableDataset):
         print(f"{args.source}: {type(dataset).__name__}, {len(dataset.shards)} shards")  # type: ignore[attr-defined]
         samples = itertools.islice(iter(dataset), args.num)
@@ -77,9 +88,3 @@ def run_inspect(args: argparse.Namespace) -> int:
             print(f"  [{i}] {tuple(sample['image'].shape)} {sample['caption']!r}")
     print(f"{bad} bad samples among those loaded")
     return 0
-
-
-def run(args: argparse.Namespace) -> int:
-    """Dispatch `alignclip data <command>` (each subcommand also sets its own func)."""
-    commands = {"pack": run_pack, "inspect": run_inspect}
-    return commands[args.data_command](args) if getattr(args, "data_command", None) in commands else 2

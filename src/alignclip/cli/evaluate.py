@@ -26,10 +26,43 @@ def _lambdas(spec: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"--shift-lambdas must be comma-separated numbers, got {spec!r}") from None
 
 
-def _print_results(results: list[dict[str, Any]]) -> None:
-    from alignclip.evaluation.report import flatten_metrics, format_table
+def _print_results(results: list[Any]) -> None:
+    """Scores as one table, then each task's bookkeeping on one line."""
+    from alignclip.evaluation.report import flatten_metrics, format_table, info_line
 
     print(format_table(flatten_metrics(results)))
+    for r in results:
+        info = info_line(r.info)
+        if info:
+            print(f"  {r.dataset}/{r.task}: {info}")
+
+
+def model_info(checkpoint: str | Path, model: Any) -> dict[str, Any]:
+    """What a reader needs to know which model this is: the training method (from the run's config.yaml, two levels
+    above a `checkpoints/step_N` folder, when there is one), the architecture and the model's size."""
+    import yaml
+
+    info: dict[str, Any] = {"architecture": getattr(model, "architecture", None)}
+    path = Path(checkpoint)
+    for candidate in (path / "config.yaml", path.parent / "config.yaml", path.parent.parent / "config.yaml"):
+        if candidate.is_file():
+            try:
+                train = yaml.safe_load(candidate.read_text()) or {}
+            except yaml.YAMLError:
+                break
+            method, loss = train.get("method"), train.get("loss") or {}
+            if method == "alignclip":
+                method = f"alignclip (IMSep, {loss.get('weighting', 'logits')} weighting, β={loss.get('beta')})"
+            if (train.get("model") or {}).get("init_from"):
+                method = f"{method}, post-trained from {train['model']['init_from']}"
+            info["method"] = method
+            break
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "vision_cfg"):
+        v, t = config.vision_cfg, config.text_cfg
+        info["model_size"] = (f"embed {config.embed_dim}; vision {v.image_size}px/patch {v.patch_size}, width "
+                              f"{v.width} x {v.layers} layers; text width {t.width} x {t.layers} layers")
+    return {k: v for k, v in info.items() if v is not None}
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -62,8 +95,11 @@ def run_eval(args: argparse.Namespace) -> int:
         csv_keys=(args.csv_image_key, args.csv_caption_key))
     _print_results(results)
     if args.out:
-        metrics = {"model": source, "architecture": getattr(model, "architecture", None), "dataset": args.dataset,
-                   "num_samples": args.num_samples, "seed": args.seed, "results": results}
+        described = model_info(args.checkpoint, model) if args.checkpoint else {"architecture": "open_clip"}
+        # num_samples: the held-out images actually evaluated (a folder may hold fewer than --num-samples)
+        evaluated = {"num_samples": int(image_features.shape[0])} if image_features is not None else {}
+        metrics = {"model": source, **described, "dataset": args.dataset, **evaluated,
+                   "max_samples": args.num_samples, "seed": args.seed, "results": results}
         if text_features is None:  # no paired texts (e.g. --tasks zeroshot): metrics and page, no pair figures
             image_features = None
         paths = write_report(args.out, metrics, image_features, text_features, title=f"alignclip eval: {source}",
@@ -121,7 +157,8 @@ def _pair_options(p: argparse.ArgumentParser) -> None:
 def run_gap(args: argparse.Namespace) -> int:
     from alignclip.evaluation.features import load_embeddings
     from alignclip.evaluation.gap import gap_metrics, gap_shift_sweep
-    from alignclip.evaluation.report import format_table, write_report
+    from alignclip.evaluation.report import format_table, json_safe, write_report
+    from alignclip.evaluation.result import EvalResult
 
     image = load_embeddings(args.image_embeddings, args.key_image)
     text = load_embeddings(args.text_embeddings, args.key_text)
@@ -136,12 +173,12 @@ def run_gap(args: argparse.Namespace) -> int:
             print("  ".join(f"{row[k]:>15.4f}" for k in ["lambda"] + keys))
     document = {"image_embeddings": str(args.image_embeddings), "text_embeddings": str(args.text_embeddings),
                 "num_pairs": int(image.shape[0]), "dim": int(image.shape[1]),
-                "results": [{"dataset": "embeddings", "task": "modality_gap", "metrics": gap}]}
+                "results": [EvalResult("embeddings", "modality_gap", gap, {"num_pairs": int(image.shape[0])})]}
     if sweep:
         document["shift_sweep"] = sweep
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(document, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps(json_safe(document), indent=2) + "\n")
     if args.out:
         paths = write_report(args.out, document, image, text, title="alignclip gap", projection=args.projection,
                              sweep=sweep)

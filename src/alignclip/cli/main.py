@@ -10,16 +10,21 @@ import alignclip
 
 # Subcommand modules, each exposing register(subparsers); imported lazily per run to keep `--help` quick.
 COMMAND_MODULES = ("demo", "train", "data", "evaluate", "export")
+# The module that registers each command: `alignclip train ...` imports only cli/train.py (not the demo's torch). A
+# command missing here still works: the parser then registers every module.
+COMMAND_MODULE = {"demo": "demo", "train": "train", "data": "data", "eval": "evaluate", "embed": "evaluate",
+                  "gap": "evaluate", "compare": "evaluate", "export": "export"}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The `alignclip` parser; with `command`, only the module that registers it is imported."""
     parser = argparse.ArgumentParser(
         prog="alignclip",
         description="Train and measure CLIP, SharedCLIP and AlignCLIP: image-text models with a smaller "
                     "modality gap. Run `alignclip demo` first.")
     parser.add_argument("--version", action="version", version=f"alignclip {alignclip.__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    for name in [COMMAND_MODULE[command]] if command in COMMAND_MODULE else COMMAND_MODULES:
         try:
             module = importlib.import_module(f"alignclip.cli.{name}")
         except ModuleNotFoundError as e:
@@ -31,23 +36,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    """`alignclip COMMAND ...`; failures follow the one CLI policy (cli/errors.py)."""
+    from alignclip.cli.errors import run_command
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(next((a for a in argv if not a.startswith("-")), None))
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0 if args.command is None else 2
-    try:
-        return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, NotADirectoryError, RuntimeError) as e:
-        # Expected user-facing failures: one line, no traceback (ALIGNCLIP_DEBUG=1 shows it).
-        import os
-        if os.environ.get("ALIGNCLIP_DEBUG"):
-            raise
-        print(f"alignclip: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("alignclip: interrupted", file=sys.stderr)
-        return 130
+    return run_command(args.func, args)
 
 
 if __name__ == "__main__":

@@ -103,62 +103,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def build_config(args: argparse.Namespace):  # -> TrainConfig (import kept lazy for a fast --help)
-    from alignclip.training.checkpoint import resolve_resume
-    from alignclip.training.config import RECIPES, load_config, read_config_file, update
+    """The run's config from the parsed flags: one call of training.config.resolve_config (its docstring: order)."""
+    from alignclip.training.config import resolve_config
 
     flags = {key: getattr(args, flag) for flag, key in FLAG_KEYS.items() if getattr(args, flag) is not None}
-
-    def layered(base):
-        config = load_config(None, base=base)
-        if args.recipe:
-            update(config, RECIPES[args.recipe], source=f"recipe {args.recipe}")
-        if args.config:
-            update(config, read_config_file(args.config), source=args.config)
-        update(config, flags, source="flags")
-        return load_config(None, args.overrides, base=config)
-
-    config = layered(None)
-    if args.resume:
-        checkpoint = resolve_resume(args.resume, config.logging.out, config.logging.name)
-        saved = checkpoint.parent.parent / "config.yaml"
-        if saved.is_file():  # the resumed run's own settings, then whatever was given explicitly now
-            settings = read_config_file(saved)
-            if not settings:
-                raise ValueError(f"{saved}: empty config of the resumed run (expected its settings, as written)")
-            settings.pop("resume_allow_changes", None)  # a permission for one resume, not for every later one
-            try:
-                load_config(None, base=settings)  # the saved settings alone, so that their errors name the file
-            except ValueError as e:
-                raise ValueError(f"{saved}: {e}") from None
-            config = layered(settings)
-        config.resume = str(checkpoint)
-    return config.validate()
+    return resolve_config(args.config, args.recipe, flags, args.overrides, args.resume)
 
 
 def run(args: argparse.Namespace) -> int:
-    from alignclip.training import NonFiniteLossError, train
-    from alignclip.training.distributed import DistributedTimeout
+    """Train (or --print-config); failures follow the one CLI policy (cli/errors.py): 2 bad settings, 1 failed."""
+    from alignclip.cli.errors import run_command
 
-    try:
-        config = build_config(args)
-        if args.print_config:
-            import yaml
-            print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
-            return 0
-        result = train(config)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except (NonFiniteLossError, DistributedTimeout) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except OSError as e:  # a full disk, a folder we may not write: the message names the path
-        print(f"error: {e.strerror or e}{f': {e.filename}' if e.filename else ''}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted (second Ctrl-C): no checkpoint written for the current step", file=sys.stderr)
-        return 130
-    return EXIT_CODES.get(result.stopped_by, 0)
+    return run_command(_run, args, interrupted="interrupted (second Ctrl-C): no checkpoint written for the current "
+                                               "step")
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = build_config(args)
+    if args.print_config:
+        import yaml
+        print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+        return 0
+    from alignclip.training import train
+    return EXIT_CODES.get(train(config).stopped_by, 0)
 
 
 def main(argv: list[str] | None = None) -> int:

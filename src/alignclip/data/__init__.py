@@ -1,13 +1,13 @@
 """Datasets (synthetic shapes, CSV/TSV, image folders, WebDataset shards), collation and shard packing."""
 from __future__ import annotations
 
-from .collate import Collate
+from .collate import Batch, Collate
 from .pack import pack
 from .shards import TarShardDataset, braceexpand
 from .sources import CsvDataset, FolderDataset, build_dataset
 from .synthetic import SyntheticShapes, synthetic_sts, zeroshot_tasks
 from .transforms import EvalTransform, TrainTransform, image_transform
 
-__all__ = ["Collate", "CsvDataset", "EvalTransform", "FolderDataset", "SyntheticShapes", "TarShardDataset",
+__all__ = ["Batch", "Collate", "CsvDataset", "EvalTransform", "FolderDataset", "SyntheticShapes", "TarShardDataset",
            "TrainTransform", "braceexpand", "build_dataset", "image_transform", "pack", "synthetic_sts",
            "zeroshot_tasks"]

@@ -17,7 +17,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from .shards import BadSample, TarShardDataset, check_raw
-from .sources import CsvDataset, FolderDataset, parse_spec
+from .sources import CsvDataset, FolderDataset
+from .spec import DataSpec, parse_spec
 from .synthetic import SyntheticShapes
 
 _FORMATS = {"jpg": "JPEG", "png": "PNG"}
@@ -95,11 +96,13 @@ class ShardWriter:
             self._tar = None
 
 
-def _samples(source: str, num_samples: int | None, image_size: int, seed: int) -> tuple[Iterator, int | None]:
-    """(iterator of (image, caption, meta) or None, total if known) for a spec string."""
-    scheme, target = parse_spec(source)
+def _samples(source: str | DataSpec, num_samples: int | None, image_size: int,
+             seed: int) -> tuple[Iterator, int | None]:
+    """(iterator of (image, caption, meta) or None, total if known) for a spec."""
+    spec = parse_spec(source)
+    scheme, target = spec.kind, spec.path
     if scheme == "synthetic":
-        n = int(target) if target else (num_samples if num_samples is not None else 10_000)
+        n = spec.count if spec.count is not None else (num_samples if num_samples is not None else 10_000)
         data = SyntheticShapes(n, seed=seed, image_size=image_size)
         return ((*data.raw(i), {"labels": data.labels_for(i)}) for i in range(n)), n
     if scheme == "wds":
@@ -112,8 +115,8 @@ def _samples(source: str, num_samples: int | None, image_size: int, seed: int) -
                 item = check_raw(raw)
                 yield item if isinstance(item, BadSample) else (*item, {"labels": raw.labels} if raw.labels else None)
         return repack(), num_samples
-    if scheme in ("csv", "tsv"):
-        data = CsvDataset(target, sep="\t" if scheme == "tsv" else None, num_samples=num_samples)
+    if scheme == "csv":
+        data = CsvDataset(target, num_samples=num_samples, **spec.options)
     else:
         data = FolderDataset(target, num_samples=num_samples)
 
@@ -124,10 +127,11 @@ def _samples(source: str, num_samples: int | None, image_size: int, seed: int) -
     return pairs(), len(data)
 
 
-def pack(source: str, out_dir: str, samples_per_shard: int = 1000, num_samples: int | None = None,
+def pack(source: str | DataSpec, out_dir: str, samples_per_shard: int = 1000, num_samples: int | None = None,
          image_format: str = "jpg", image_size: int = 64, seed: int = 0, quality: int = 95,
          overwrite: bool = False, progress: bool = True) -> PackSummary:
-    """Write `source` (a build_dataset spec) as WebDataset shards in `out_dir`; image_size only affects synthetic."""
+    """Write `source` (a build_dataset spec, read as training reads it) as WebDataset shards in `out_dir`;
+    image_size only affects synthetic. CSV options (columns, sep): `parse_spec(source, image_key=...)`."""
     existing = sorted(glob.glob(os.path.join(out_dir, "shard-*.tar")))
     if existing and not overwrite:
         raise ValueError(f"{out_dir} already holds {len(existing)} shard-*.tar files; pass --overwrite to replace them")

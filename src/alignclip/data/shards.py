@@ -7,7 +7,6 @@ training never crashes on data, and the collate function can say which sample wa
 """
 from __future__ import annotations
 
-import io
 import itertools
 import json
 import logging
@@ -19,13 +18,11 @@ from typing import Callable, Iterator, NamedTuple, Sequence
 import torch
 from PIL import Image
 
+from .images import IMAGE_EXTENSIONS, load_image, to_rgb
 from .streams import braceexpand, expand_urls, is_remote, open_stream
 from .transforms import sample_seed
 
 logger = logging.getLogger(__name__)
-
-IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
-
 
 class BadSample(NamedTuple):
     """A sample that could not be used, returned in its place: `source` names it (file, CSV line or shard#key)."""
@@ -43,26 +40,6 @@ def split_key(name: str) -> tuple[str, str]:
     directory, base = os.path.split(name)
     stem, dot, ext = base.partition(".")
     return os.path.join(directory, stem), ext.lower() if dot else ""
-
-
-def decode_image(data: bytes) -> Image.Image | None:
-    """Bytes -> RGB PIL image, or None for anything undecodable (decoded fully now, so truncation shows here)."""
-    try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-        return to_rgb(image)
-    except Exception:  # PIL raises many types for corrupt data (OSError, SyntaxError, struct.error ...)
-        return None
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """RGB; transparent images are flattened onto white rather than black."""
-    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        flat = Image.new("RGB", rgba.size, (255, 255, 255))
-        flat.paste(rgba, mask=rgba.getchannel("A"))
-        return flat
-    return image.convert("RGB")
 
 
 def decode_caption(data: bytes, source: str) -> str | BadSample:
@@ -116,7 +93,7 @@ def iter_tar_groups(url: str) -> Iterator[RawSample | BadSample]:
 
 
 def _pack_group(url: str, key: str, parts: dict[str, bytes]) -> RawSample:
-    image = next((parts[e] for e in IMAGE_EXTS if e in parts), None)
+    image = next((parts[e] for e in IMAGE_EXTENSIONS if e in parts), None)
     labels = None
     if "json" in parts:
         try:
@@ -132,14 +109,16 @@ def check_raw(raw: RawSample | BadSample) -> tuple[Image.Image, str] | BadSample
     if isinstance(raw, BadSample):
         return raw
     if raw.image is None:
-        return BadSample(raw.name, f"no image member ({', '.join(IMAGE_EXTS)})")
+        return BadSample(raw.name, f"no image member ({', '.join(IMAGE_EXTENSIONS)})")
     if raw.caption is None:
         return BadSample(raw.name, "no .txt caption member")
     caption = decode_caption(raw.caption, raw.name)
     if isinstance(caption, BadSample):
         return caption
-    image = decode_image(raw.image)
-    return BadSample(raw.name, "image cannot be decoded") if image is None else (image, caption)
+    try:
+        return load_image(raw.image), caption  # type: ignore[arg-type]
+    except ValueError:
+        return BadSample(raw.name, "image cannot be decoded")
 
 
 def count_samples(shards: Sequence[str]) -> int:
@@ -258,3 +237,8 @@ class TarShardDataset(torch.utils.data.IterableDataset):
         # The buffer holds undecoded bytes: 1000 decoded 224px tensors would be 600 MB per worker.
         for raw in _shuffled(self.iter_raw(), self.shuffle_buffer, rng):
             yield self.decode(raw)
+
+
+# braceexpand, expand_urls and to_rgb are re-exported: older code imports them from here.
+__all__ = ["BadSample", "RawSample", "TarShardDataset", "braceexpand", "check_raw", "count_samples", "decode_caption",
+           "expand_urls", "is_bad", "iter_tar_groups", "split_key", "to_rgb"]

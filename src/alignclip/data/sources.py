@@ -14,13 +14,13 @@ from typing import Any, Callable
 import torch
 from PIL import Image
 
-from .shards import (IMAGE_EXTS, BadSample, TarShardDataset, braceexpand, decode_caption, decode_image, expand_urls,
-                     to_rgb)
+from .images import IMAGE_EXTENSIONS, UnreadableImage, is_image_file, load_image
+from .shards import BadSample, TarShardDataset, braceexpand, decode_caption, expand_urls
+from .spec import DataSpec, csv_separator, parse_spec
 from .synthetic import SyntheticShapes
 from .transforms import image_transform, sample_seed
 
 Transform = Callable[[Image.Image], torch.Tensor]
-FOLDER_IMAGE_EXTS = tuple(f".{e}" for e in IMAGE_EXTS) + (".bmp",)
 
 
 def read_image(path: str) -> Image.Image | BadSample:
@@ -28,19 +28,11 @@ def read_image(path: str) -> Image.Image | BadSample:
     if not path:
         return BadSample("<empty path>", "no image path")
     try:
-        with Image.open(path) as image:
-            image.load()
-            return to_rgb(image)
+        return load_image(path)
     except FileNotFoundError:
         return BadSample(path, "image file not found")
-    except Exception as error:  # PIL.UnidentifiedImageError, truncated data, decompression bombs ...
-        return BadSample(path, f"image cannot be read: {type(error).__name__}: {error}")
-
-
-def load_image(path: str) -> Image.Image | None:
-    """RGB image from disk, or None when missing/unreadable/corrupt."""
-    image = read_image(path)
-    return None if isinstance(image, BadSample) else image
+    except UnreadableImage as error:  # corrupt, truncated, a decompression bomb ...
+        return BadSample(path, f"image cannot be read: {error.reason}")
 
 
 class _PairDataset(torch.utils.data.Dataset):
@@ -94,14 +86,17 @@ class _PairDataset(torch.utils.data.Dataset):
 
 
 class CsvDataset(_PairDataset):
-    """Rows of (image path, caption) from a CSV/TSV file, open_clip style (defaults: filepath / title columns)."""
+    """Rows of (image path, caption) from a CSV/TSV file, open_clip style (defaults: filepath / title columns).
+
+    sep: the delimiter; None detects it from the header line (see spec.csv_separator).
+    """
 
     def __init__(self, path: str, image_key: str = "filepath", caption_key: str = "title", sep: str | None = None,
                  root: str | None = None, transform: Transform | None = None, num_samples: int | None = None,
                  seed: int | None = None) -> None:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"CSV file not found: {path}")
-        sep = sep if sep is not None else ("\t" if path.lower().endswith(".tsv") else ",")
+        sep = csv_separator(path, sep)
         root = root if root is not None else os.path.dirname(os.path.abspath(path))
         csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # long captions
         # surrogateescape: one non-UTF-8 caption is that row's problem (see read_caption), not the whole file's
@@ -140,11 +135,11 @@ class FolderDataset(_PairDataset):
         images = []
         for directory, subdirs, files in os.walk(root):
             subdirs.sort()
-            images += [os.path.join(directory, f) for f in sorted(files) if f.lower().endswith(FOLDER_IMAGE_EXTS)]
+            images += [os.path.join(directory, f) for f in sorted(files) if is_image_file(f)]
         self.paths = [p for p in images if os.path.isfile(os.path.splitext(p)[0] + ".txt")]
         self.num_unpaired = len(images) - len(self.paths)  # images with no caption file: left out, not trained on
         if not images:
-            raise ValueError(f"{root}: no images ({', '.join(FOLDER_IMAGE_EXTS)}) found")
+            raise ValueError(f"{root}: no images ({', '.join(IMAGE_EXTENSIONS)}) found")
         if not self.paths:
             raise ValueError(f"{root}: found {len(images)} images but none has a caption .txt file of the same name")
         if num_samples is not None:
@@ -160,59 +155,23 @@ class FolderDataset(_PairDataset):
             return BadSample(path, f"caption file cannot be read: {error.strerror or error}")
 
 
-_SCHEMES = ("synthetic", "csv", "tsv", "folder", "captions", "wds")
-_OPTIONS = {"synthetic": {"two_shape_prob", "supersample"},
-            "csv": {"image_key", "caption_key", "sep", "root"},
-            "folder": set(),
-            "wds": {"shuffle_shards", "shuffle_buffer", "resampled"}}
-
-
-def parse_spec(spec: str) -> tuple[str, str]:
-    """'csv:data/train.csv' -> ('csv', 'data/train.csv'); a bare path is recognised by its form."""
-    scheme, sep, rest = spec.partition(":")
-    if sep and scheme in _SCHEMES:
-        return ("folder" if scheme == "captions" else scheme), rest  # captions:DIR spells folder:DIR unambiguously
-    if spec == "synthetic":
-        return "synthetic", ""
-    lower = spec.lower()
-    if lower.endswith(".csv"):
-        return "csv", spec
-    if lower.endswith(".tsv"):
-        return "tsv", spec
-    if ".tar" in lower or "{" in spec:
-        return "wds", spec
-    if os.path.isdir(spec):
-        return "folder", spec
-    raise ValueError(f"unknown dataset {spec!r}: use synthetic[:N], csv:PATH, tsv:PATH, captions:DIR "
-                     "(alias folder:DIR) or wds:PATTERN")
-
-
-def build_dataset(spec: str, image_size: int, train: bool, num_samples: int | None = None, seed: int = 0,
+def build_dataset(spec: str | DataSpec, image_size: int, train: bool, num_samples: int | None = None, seed: int = 0,
                   rank: int = 0, world_size: int = 1, **kw: Any) -> torch.utils.data.Dataset:
     """Dataset from a spec string, with TrainTransform (train) or EvalTransform (eval) for user images.
 
     num_samples: synthetic -> dataset size (default 100k train / 1k eval; 'synthetic:N' wins); csv/folder -> keep the
     first N; wds -> nominal epoch size (resampled mode stops after it). rank/world_size only split wds shards; give
-    map-style datasets a DistributedSampler. Options that are None are ignored; unknown ones are an error.
+    map-style datasets a DistributedSampler. `kw` are reader options, added to the spec's (see spec.parse_spec).
     """
-    scheme, target = parse_spec(spec)
-    kind = "csv" if scheme == "tsv" else scheme
-    kw = {k: v for k, v in kw.items() if v is not None}
-    unknown = sorted(set(kw) - _OPTIONS[kind])
-    if unknown:
-        raise ValueError(f"option(s) {unknown} do not apply to {kind} datasets (valid: {sorted(_OPTIONS[kind])})")
+    spec = parse_spec(spec, **kw)
+    kind, target, kw = spec.kind, spec.path, dict(spec.options)
     if kind == "synthetic":
-        if target:
-            if not target.isdigit():
-                raise ValueError(f"synthetic:N needs an integer sample count, got {target!r}")
-            num_samples = int(target)
+        num_samples = spec.count if spec.count is not None else num_samples
         size = num_samples if num_samples is not None else (100_000 if train else 1_000)
         return SyntheticShapes(size, seed=seed, image_size=image_size, train=train, **kw)
     transform = image_transform(image_size, train)
     sample_seeds = seed if train else None  # training crops: a function of (seed, epoch, index); eval: none drawn
     if kind == "csv":
-        if scheme == "tsv":
-            kw.setdefault("sep", "\t")
         return CsvDataset(target, transform=transform, num_samples=num_samples, seed=sample_seeds, **kw)
     if kind == "folder":
         return FolderDataset(target, transform=transform, num_samples=num_samples, seed=sample_seeds)
@@ -222,6 +181,5 @@ def build_dataset(spec: str, image_size: int, train: bool, num_samples: int | No
                            num_samples=num_samples, **kw)
 
 
-__all__ = ["BadSample", "CsvDataset", "FolderDataset", "TarShardDataset", "build_dataset", "parse_spec", "load_image",
-           "read_image",
-           "braceexpand", "expand_urls", "decode_image"]
+__all__ = ["BadSample", "CsvDataset", "DataSpec", "FolderDataset", "TarShardDataset", "braceexpand", "build_dataset",
+           "expand_urls", "load_image", "parse_spec", "read_image"]

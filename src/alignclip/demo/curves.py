@@ -9,30 +9,37 @@ import numpy as np
 
 from alignclip.training.metrics import read_metrics
 
-# (logged key, figure file, axis label). contrastive_loss is made comparable first (see comparable_contrastive).
+# (logged key, figure file, axis label).
 QUANTITIES = (
-    ("contrastive_loss", "curve_contrastive_loss.png",
-     "contrastive loss, mean of the two directions (AlignCLIP's logged α·sum halved, ÷α)"),
+    ("contrastive_loss", "curve_contrastive_loss.png", "contrastive loss, mean of the two directions"),
     ("separation_loss", "curve_separation_loss.png", "separation loss β·IMSep as logged (β ramps in)"),
     ("paired_cosine", "curve_paired_cosine.png", "paired cosine (in-batch)"),
-    ("centroid_distance", "curve_l2m.png", "l2m: centroid distance (in-batch)"),
+    ("l2m", "curve_l2m.png", "l2m: centroid distance (in-batch)"),
     ("image_cosine", "curve_image_cosine.png", "image-image cosine (in-batch)"),
     ("text_cosine", "curve_text_cosine.png", "text-text cosine (in-batch)"),
 )
 
 
+def is_old_record(record: Mapping[str, Any]) -> bool:
+    """Written before the terms had one meaning each: such a record has no `l2m` (it named it
+    `centroid_distance`), and AlignCLIPLoss logged alpha x the SUM of the two directions as contrastive_loss."""
+    return "l2m" not in record
+
+
 def comparable_contrastive(record: Mapping[str, Any], alpha: float | None) -> float | None:
-    """ClipLoss logs the MEAN of the two InfoNCE directions; AlignCLIPLoss logs alpha x their SUM. Return the mean."""
+    """The mean of the two InfoNCE directions: as logged now by both losses; an old AlignCLIP record's
+    alpha x sum is halved and divided by alpha (`alpha` is None for ClipLoss runs)."""
     value = record.get("contrastive_loss")
     if value is None:
         return None
-    return float(value) / (2 * alpha) if alpha else float(value)
+    return float(value) / (2 * alpha) if alpha and is_old_record(record) else float(value)
 
 
 def read_curves(run_dir: str | Path, alpha: float | None, step_offset: int = 0) -> dict[str, np.ndarray]:
     """{"step": [...], quantity: [...]} from one run (NaN where a quantity was not logged). `alpha` is the
     AlignCLIPLoss alpha of the run, None for ClipLoss; `step_offset` places a post-training run after its start."""
     records = [r for r in read_metrics(run_dir) if "step" in r]
+    records = [{**r, "l2m": r["centroid_distance"]} if "centroid_distance" in r else r for r in records]
     curves = {"step": np.array([r["step"] + step_offset for r in records], dtype=float)}
     for key, _, _ in QUANTITIES:
         values = [comparable_contrastive(r, alpha) if key == "contrastive_loss" else r.get(key) for r in records]

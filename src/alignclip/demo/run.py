@@ -4,7 +4,6 @@ write one report folder (a new one per run, so nothing is overwritten): table wi
 curves, figures."""
 from __future__ import annotations
 
-import html
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -13,8 +12,9 @@ from typing import Any, Callable
 
 import torch
 
-from alignclip.demo.curves import QUANTITIES, collapse_diagnosis, plot_curves, read_curves
-from alignclip.demo.table import format_console, html_table, write_tables
+from alignclip.demo.curves import collapse_diagnosis, plot_curves, read_curves
+from alignclip.demo.page import write_index, write_overview
+from alignclip.demo.table import format_console, write_tables
 
 # Per-method training overrides on top of the shared settings. Both AlignCLIP rows ramp IMSep in over the same
 # steps (without it the paper's loss collapses the tiny model: README), so they differ only in the weighting.
@@ -45,6 +45,7 @@ POSTTRAIN_METHODS: dict[str, Callable[[], dict[str, Any]]] = {
     "clip+imsep-nw": lambda: _posttrain("alignclip", "negatives"),
     "clip+imsep": lambda: _posttrain("alignclip", "logits"),
 }
+HELDOUT = "heldout"  # real-data runs: the pair file's results are renamed to this, whatever the file's name
 QUICK = {"budget": 384, "batch_size": 32, "dataset_size": 384, "eval_samples": 96, "seeds": 1,
          "posttrain": ("clip+imsep-nw",)}
 
@@ -71,6 +72,9 @@ class DemoSettings:
     out: str = "runs"
     baseline: bool = True  # also evaluate an untrained model, to show the gap that exists before training
     extra: dict[str, Any] = field(default_factory=dict)  # further training overrides ("optim.grad_clip": 1.0, ...)
+    train_data: str = "synthetic"  # or your pairs (csv:/tsv:/captions:/wds:), then eval_data is required
+    eval_data: str | None = None  # held-out pairs for gap + retrieval (None: the synthetic held-out set)
+    zeroshot: str | None = None  # with eval_data: also zero-shot on this labelled set (fashion-mnist, classes:DIR)
 
     @classmethod
     def quick(cls, **kw: Any) -> "DemoSettings":
@@ -108,7 +112,25 @@ class DemoSettings:
                 raise ValueError(f"demo {name} must be at least 2, got {getattr(self, name)}")
         if self.steps is not None and self.steps < 1:
             raise ValueError(f"demo steps must be at least 1, got {self.steps}")
+        from alignclip.evaluation.pairs import is_pair_dataset
+
+        if self.train_data != "synthetic" and self.eval_data is None:
+            raise ValueError(f"demo on {self.train_data!r} needs held-out pairs: set eval_data (--eval-data csv:...)")
+        if self.eval_data is not None and not is_pair_dataset(self.eval_data):
+            raise ValueError(f"demo eval_data must be image-caption pairs (csv:, tsv:, captions:, wds:), got "
+                             f"{self.eval_data!r}")
+        if self.zeroshot is not None and self.eval_data is None:
+            raise ValueError("demo zeroshot is for real-data runs (with eval_data); the synthetic demo has its own")
         return self
+
+    @property
+    def eval_name(self) -> str:
+        """The result prefix of the held-out measures: 'synthetic', or 'heldout' for any pair file."""
+        return "synthetic" if self.eval_data is None else HELDOUT
+
+    @property
+    def data_label(self) -> str:
+        return "the synthetic dataset" if self.train_data == "synthetic" else self.train_data
 
 
 @dataclass
@@ -120,24 +142,20 @@ class DemoResult:
 
 def new_demo_dir(root: str | Path) -> Path:
     """runs/demo-YYYYmmdd-HHMMSS, with a numeric suffix when that exists: a rerun never clobbers a report."""
-    base = Path(root) / time.strftime("demo-%Y%m%d-%H%M%S")
-    candidate, n = base, 1
-    while True:
-        try:
-            candidate.mkdir(parents=True)
-            return candidate
-        except FileExistsError:
-            n += 1
-            candidate = base.with_name(f"{base.name}-{n}")
+    from alignclip.fileio import timestamp, unique_dir
+
+    return unique_dir(root, f"demo-{timestamp()}")
 
 
 def training_overrides(settings: DemoSettings, name: str, out_dir: Path, seed: int,
                        init_from: str | None = None) -> dict[str, Any]:
     """One run: a demo method from scratch, or (init_from) a post-training row, its run in out_dir/NAME/seed-S."""
     steps = settings.posttrain_steps if init_from else settings.num_steps
+    data = {"data.train": "synthetic", "data.num_samples": settings.dataset_size,
+            "data.synthetic_seed": settings.seed} if settings.train_data == "synthetic" else \
+        {"data.train": settings.train_data}
     shared = {
-        "data.train": "synthetic", "data.num_samples": settings.dataset_size, "data.synthetic_seed": settings.seed,
-        "data.workers": settings.workers, "runtime.seed": seed, "runtime.device": settings.device,
+        **data, "data.workers": settings.workers, "runtime.seed": seed, "runtime.device": settings.device,
         "optim.steps": steps, "optim.batch_size": settings.batch_size, "loss.beta": settings.beta,
         "logging.out": str(out_dir / name), "logging.name": f"seed-{seed}", "logging.checkpoint_every": 0,
         "logging.keep_last": 1}
@@ -152,14 +170,25 @@ def _evaluate(model: torch.nn.Module, name: str, settings: DemoSettings, run_dir
               extra: dict[str, Any]) -> dict[str, float]:
     """Every run is measured on the same held-out samples (the eval split of settings.seed, whatever the seed)."""
     from alignclip.evaluation.report import flatten_metrics, write_report
-    from alignclip.evaluation.suite import evaluate_model
+    from alignclip.evaluation.suite import dataset_name, evaluate_model
 
     device = next(model.parameters()).device
-    results, image_features, text_features = evaluate_model(
-        model, "synthetic", num_samples=settings.eval_samples, seed=settings.seed, device=device)
+    if settings.eval_data is None:
+        results, image_features, text_features = evaluate_model(
+            model, "synthetic", num_samples=settings.eval_samples, seed=settings.seed, device=device)
+    else:
+        results, image_features, text_features = evaluate_model(
+            model, settings.eval_data, tasks="retrieval,gap", num_samples=settings.eval_samples, device=device)
+        if settings.zeroshot:
+            results += evaluate_model(model, settings.zeroshot, tasks="zeroshot", num_samples=settings.eval_samples,
+                                      seed=settings.seed, device=device)[0]
     write_report(run_dir / "eval", {"method": name, "results": results, **extra},
                  image_features, text_features, title=f"alignclip demo: {name}", seed=settings.seed)
-    return flatten_metrics(results)
+    metrics = flatten_metrics(results)
+    if settings.eval_data is None:
+        return metrics
+    prefix = dataset_name(settings.eval_data) + "/"
+    return {(HELDOUT + "/" + k[len(prefix):] if k.startswith(prefix) else k): v for k, v in metrics.items()}
 
 
 def _train_and_evaluate(settings: DemoSettings, name: str, out_dir: Path, seed: int, log: Callable[[str], None],
@@ -179,12 +208,37 @@ def _train_and_evaluate(settings: DemoSettings, name: str, out_dir: Path, seed: 
     return metrics, {**result.to_dict(), "alpha": config.loss.alpha if config.method == "alignclip" else None}
 
 
+def table_columns(settings: DemoSettings) -> dict[str, Any]:
+    """The table's columns for a real-data run (the held-out pairs' measures), as keyword arguments of the table
+    functions; the synthetic demo uses their default columns."""
+    from alignclip.demo.table import Column
+
+    if settings.eval_data is None:
+        return {}
+    gap, retrieval = f"{HELDOUT}/modality_gap", f"{HELDOUT}/retrieval"
+    columns = [Column("l2m", f"{gap}/l2m", "lower"), Column("paired cos", f"{gap}/paired_cosine", "higher"),
+               Column("RMG", f"{gap}/rmg", "lower"), Column("img-img cos", f"{gap}/image_cosine", ""),
+               Column("txt-txt cos", f"{gap}/text_cosine", ""), Column("separability", f"{gap}/separability", "lower"),
+               Column("I→T R@1", f"{retrieval}/text_retrieval_recall@1", "higher"),
+               Column("I→T R@5", f"{retrieval}/text_retrieval_recall@5", "higher"),
+               Column("T→I R@1", f"{retrieval}/image_retrieval_recall@1", "higher"),
+               Column("T→I R@10", f"{retrieval}/image_retrieval_recall@10", "higher")]
+    if settings.zeroshot:
+        from alignclip.evaluation.suite import dataset_name
+
+        name = dataset_name(settings.zeroshot)
+        columns.append(Column(f"ZS {name}", f"{name}/zeroshot_classification/top1", "higher"))
+    columns += [Column("collapsed", "train/collapsed", "", count=True),
+                Column("steps collapsed", "train/steps_collapsed", "")]
+    return {"columns": tuple(columns)}
+
+
 def run_demo(settings: DemoSettings, log: Callable[[str], None] = print) -> DemoResult:
     import alignclip
 
     settings.validate()
     out_dir = new_demo_dir(settings.out)
-    log(f"demo: {', '.join(settings.methods + settings.posttrain)} on the synthetic dataset, preset "
+    log(f"demo: {', '.join(settings.methods + settings.posttrain)} on {settings.data_label}, preset "
         f"{settings.preset}, {settings.num_steps} steps x {settings.batch_size} samples each (post-training: "
         f"{settings.posttrain_steps} more), seeds {settings.seed_list} -> {out_dir}")
     rows: dict[str, list[dict[str, float]]] = {}
@@ -204,8 +258,9 @@ def run_demo(settings: DemoSettings, log: Callable[[str], None] = print) -> Demo
             training.setdefault(name, []).append(summary)
 
     seeds = {name: [settings.seed] if name == "untrained" else settings.seed_list for name in rows}
-    table = format_console(rows)
-    write_tables(rows, out_dir, seeds)
+    columns = table_columns(settings)
+    table = format_console(rows, **columns)
+    write_tables(rows, out_dir, seeds, **columns)
     curves = {name: [read_curves(t["run_dir"], t["alpha"], settings.num_steps if name in POSTTRAIN_METHODS else 0)
                      for t in runs] for name, runs in training.items() if name != "untrained"}
     plot_curves(curves, out_dir)
@@ -214,57 +269,9 @@ def run_demo(settings: DemoSettings, log: Callable[[str], None] = print) -> Demo
                             for name in rows}}
     (out_dir / "metrics.json").write_text(json.dumps(document, indent=2, default=str) + "\n")
     first = {name: out_dir / name / f"seed-{seeds[name][0]}" / "eval" for name in rows}
-    _write_overview(out_dir, first, rows)
-    _write_index(out_dir, first, rows, settings)
+    write_overview(out_dir, first, rows, settings.eval_name)
+    write_index(out_dir, first, rows, settings, columns)
     log(table)
     log(f"demo: done in {time.time() - started:.0f}s; report: {out_dir / 'index.html'}")
     return DemoResult(out_dir=out_dir, rows=rows, table=table)
 
-
-def _write_overview(out_dir: Path, evals: dict[str, Path], rows: dict[str, list[dict[str, float]]]) -> None:
-    """overview.png: every method's 2-D projection (first seed) in one picture, each titled with its l2m."""
-    from PIL import Image, ImageDraw
-
-    names = list(evals)
-    paths = [evals[n] / "projection.png" for n in names]
-    if not all(p.is_file() for p in paths):
-        return
-    tiles = [Image.open(p).convert("RGB") for p in paths]
-    tiles = [t.resize((t.width // 2, t.height // 2), Image.LANCZOS) for t in tiles]
-    columns, (width, height), title = min(3, len(tiles)), tiles[0].size, 24
-    canvas = Image.new("RGB", (width * columns, (height + title) * -(-len(tiles) // columns)), "white")
-    draw = ImageDraw.Draw(canvas)
-    for i, (name, tile) in enumerate(zip(names, tiles)):
-        x, y = (i % columns) * width, (i // columns) * (height + title)
-        l2m = rows[name][0].get("synthetic/modality_gap/l2m", float("nan"))
-        draw.text((x + 10, y + 6), f"{name}: l2m {l2m:.3f}", fill="black")
-        canvas.paste(tile, (x, y + title))
-    canvas.save(out_dir / "overview.png", optimize=True)
-
-
-def _write_index(out_dir: Path, evals: dict[str, Path], rows: dict[str, list[dict[str, float]]],
-                 settings: DemoSettings) -> None:
-    from alignclip.evaluation.report import FIGURES, html_page
-
-    names = list(rows)
-    links = {n: html.escape(evals[n].relative_to(out_dir).as_posix()) for n in names}
-    head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
-    figure_rows = "".join(
-        f"<tr><td>{kind}</td>" + "".join(
-            f"<td><img src=\"{links[n]}/{file}\" alt=\"{kind} {html.escape(n)}\"></td>"
-            if (evals[n] / file).is_file() else "<td></td>" for n in names) + "</tr>"
-        for kind, file in FIGURES.items() if any((evals[n] / file).is_file() for n in names))
-    curves = "".join(f"<img src=\"{file}\" alt=\"{html.escape(label)}\">"
-                     for _, file, label in QUANTITIES if (out_dir / file).is_file())
-    body = (f"<p>Preset <code>{html.escape(settings.preset)}</code>, {settings.num_steps} steps × "
-            f"{settings.batch_size} samples per method (post-training rows: {settings.posttrain_steps} more steps "
-            f"from the same seed's trained clip), seeds {settings.seed_list} (weights and data order), the same "
-            f"{settings.eval_samples} held-out samples for every run. Cells: mean ± sample std over seeds. Bold: "
-            "best trained method in its column. Collapsed: seeds whose mean intra-modal cosine ended above the "
-            "collapse threshold. Files: <a href=\"table.md\">table.md</a>, <a href=\"table.csv\">table.csv</a> "
-            "(every seed), <a href=\"metrics.json\">metrics.json</a>; each run's own report is in "
-            "<code>METHOD/seed-S/eval/index.html</code>.</p>\n"
-            f"<h2>Comparison</h2>{html_table(rows)}\n<h2>Training curves</h2>{curves}\n"
-            "<h2>Overview (first seed)</h2><img src=\"overview.png\" alt=\"2-D projections of every method\">\n"
-            f"<h2>Figures (first seed)</h2><table><tr><th></th>{head}</tr>{figure_rows}</table>")
-    (out_dir / "index.html").write_text(html_page("alignclip demo: CLIP vs SharedCLIP vs AlignCLIP", body))

@@ -3,7 +3,6 @@ sample standard deviation across seeds (a bare value when there was one seed), t
 from __future__ import annotations
 
 import csv
-import html
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,12 +57,12 @@ def summary(runs: Sequence[Mapping[str, float]], key: str) -> dict[str, float] |
 
 
 def best_rows(rows: Rows, column: Column) -> set[str]:
+    """Methods with the best mean (ties at the printed precision); reference rows are never marked."""
+    from alignclip.evaluation.result import best_of
+
     means = {name: s["mean"] for name, runs in rows.items()
              if name not in REFERENCE_ROWS and (s := summary(runs, column.key)) is not None}
-    if not column.better or len(means) < 2:
-        return set()
-    target = (max if column.better == "higher" else min)(means.values())
-    return {name for name, v in means.items() if abs(v - target) < 5e-4}  # ties at the printed precision
+    return best_of(means, column.better)
 
 
 def cell(runs: Sequence[Mapping[str, float]], column: Column) -> str:
@@ -76,12 +75,12 @@ def cell(runs: Sequence[Mapping[str, float]], column: Column) -> str:
     return f"{s['mean']:.{precision}f}" + (f" ± {s['std']:.{precision}f}" if s["n"] > 1 else "")
 
 
-def _columns(rows: Rows) -> list[Column]:
-    return [c for c in COLUMNS if any(c.key in m for runs in rows.values() for m in runs)]
+def _columns(rows: Rows, columns: Sequence[Column] = COLUMNS) -> list[Column]:
+    return [c for c in columns if any(c.key in m for runs in rows.values() for m in runs)]
 
 
-def _cells(rows: Rows, mark: str) -> list[list[str]]:
-    columns = _columns(rows)
+def _cells(rows: Rows, mark: str, columns: Sequence[Column] = COLUMNS) -> list[list[str]]:
+    columns = _columns(rows, columns)
     best = {c.key: best_rows(rows, c) for c in columns}
     table = [["method"] + [c.label for c in columns]]
     for name, runs in rows.items():
@@ -89,8 +88,8 @@ def _cells(rows: Rows, mark: str) -> list[list[str]]:
     return table
 
 
-def format_console(rows: Rows) -> str:
-    table = _cells(rows, "*")
+def format_console(rows: Rows, columns: Sequence[Column] = COLUMNS) -> str:
+    table = _cells(rows, "*", columns)
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
              for row in table]
@@ -99,14 +98,15 @@ def format_console(rows: Rows) -> str:
                                "cosines near 1 = collapse; collapsed: seeds whose training ended collapsed)")
 
 
-def write_tables(rows: Rows, out_dir: Path, seeds: Mapping[str, Sequence[int]]) -> dict[str, Path]:
+def write_tables(rows: Rows, out_dir: Path, seeds: Mapping[str, Sequence[int]],
+                 columns: Sequence[Column] = COLUMNS) -> dict[str, Path]:
     """table.md (mean ± std, best in bold) and table.csv (one row per method and seed, raw values, full precision)."""
-    md_rows = _cells(rows, "**")
+    md_rows = _cells(rows, "**", columns)
     md_rows = [[f"**{c[:-2]}**" if c.endswith("**") else c for c in row] for row in md_rows]
     lines = ["| " + " | ".join(md_rows[0]) + " |", "|" + "---|" * len(md_rows[0])]
     lines += ["| " + " | ".join(row) + " |" for row in md_rows[1:]]
     (out_dir / "table.md").write_text("\n".join(lines) + "\n")
-    columns = _columns(rows)
+    columns = _columns(rows, columns)
     with (out_dir / "table.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["method", "seed"] + [c.key for c in columns])
@@ -116,10 +116,11 @@ def write_tables(rows: Rows, out_dir: Path, seeds: Mapping[str, Sequence[int]]) 
     return {"markdown": out_dir / "table.md", "csv": out_dir / "table.csv"}
 
 
-def html_table(rows: Rows) -> str:
-    table = _cells(rows, "\0")
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in table[0])
-    body = "".join("<tr>" + "".join(
-        f"<td><b>{html.escape(c[:-1])}</b></td>" if c.endswith("\0") else f"<td>{html.escape(c)}</td>" for c in row)
-        + "</tr>" for row in table[1:])
-    return f"<table><tr>{head}</tr>{body}</table>"
+def html_table(rows: Rows, columns: Sequence[Column] = COLUMNS) -> str:
+    """The table for index.html through the reports' one table helper: best cells bold, metric keys as tooltips."""
+    from alignclip.evaluation.pages import html_table as report_table
+
+    table = _cells(rows, "\0", columns)
+    best = {(r, i) for r, row in enumerate(table[1:]) for i, c in enumerate(row) if c.endswith("\0")}
+    body = [[c.rstrip("\0") for c in row] for row in table[1:]]
+    return report_table(table[0], body, best, [""] + [c.key for c in _columns(rows, columns)])

@@ -12,13 +12,13 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from alignclip.data.images import is_image_file, load_image
 from alignclip.data.transforms import EvalTransform
 
 # Debian package `dataset-fashion-mnist`; override with $ALIGNCLIP_FASHION_MNIST.
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
@@ -113,7 +113,7 @@ class ImageFolderClasses(LabelledImages):
             raise ValueError(f"image folder {root} has no class sub-folders")
         self.samples: list[tuple[Path, int]] = []
         for label, folder in enumerate(folders):
-            self.samples += [(p, label) for p in sorted(folder.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
+            self.samples += [(p, label) for p in sorted(folder.rglob("*")) if is_image_file(p)]
         if not self.samples:
             raise ValueError(f"image folder {root} has class sub-folders but no images")
         self.classnames = [folder.name.replace("_", " ") for folder in folders]
@@ -123,9 +123,8 @@ class ImageFolderClasses(LabelledImages):
     def __getitem__(self, index: int) -> torch.Tensor:
         path = self.samples[index][0]
         try:
-            with Image.open(path) as image:
-                return self.transform(image)
-        except OSError as error:
+            return self.transform(load_image(path))
+        except FileNotFoundError as error:
             raise ValueError(f"cannot read image {path}: {error}") from None
 
 

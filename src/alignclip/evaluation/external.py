@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from alignclip.evaluation.features import Tokenizer
+from alignclip.evaluation.features import TokenizeFn
 
 
 class OpenClipAdapter(nn.Module):
@@ -26,7 +26,7 @@ class OpenClipAdapter(nn.Module):
 
 
 def load_open_clip(model_name: str, weights: str | Path | None,
-                   device: str | torch.device = "cpu") -> tuple[OpenClipAdapter, Tokenizer]:
+                   device: str | torch.device = "cpu") -> tuple[OpenClipAdapter, TokenizeFn]:
     """open_clip.create_model(model_name, pretrained=weights) + its tokenizer; open_clip is an optional dependency.
 
     Images are preprocessed with alignclip's EvalTransform (OpenAI CLIP mean/std) at the model's image size.

@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence, Union
+from typing import Any, Iterable, Sequence, Union
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-Tokenizer = Callable[[list[str]], torch.Tensor]
+from alignclip.tokenizer import TokenizeFn  # evaluators import it from here too
+
 Images = Union[torch.Tensor, Dataset, Iterable[Any]]
 
 
@@ -77,14 +78,14 @@ def extract_features(model: torch.nn.Module, images_or_loader: Images, batch_siz
     return torch.cat(chunks)
 
 
-def default_tokenizer(model: torch.nn.Module) -> Tokenizer:
+def default_tokenizer(model: torch.nn.Module) -> TokenizeFn:
     import alignclip
 
     return alignclip.get_tokenizer(getattr(model, "context_length", 77))
 
 
 @torch.no_grad()
-def encode_texts(model: torch.nn.Module, texts: Sequence[str], tokenizer: Tokenizer | None = None,
+def encode_texts(model: torch.nn.Module, texts: Sequence[str], tokenizer: TokenizeFn | None = None,
                  batch_size: int = 256, device: str | torch.device | None = "cpu",
                  desc: str = "text features") -> torch.Tensor:
     """L2-normalised text features [N, D] on CPU; tokenizer defaults to alignclip's for the model's context length."""

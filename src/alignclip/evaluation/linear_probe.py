@@ -12,6 +12,7 @@ import torch
 
 from alignclip.evaluation.features import Images, extract_features
 from alignclip.evaluation.gap import unit_rows
+from alignclip.evaluation.result import EvalResult
 
 DEFAULT_CS = tuple(float(c) for c in np.logspace(-2, 3, 6))
 
@@ -55,7 +56,7 @@ class LinearProbe:
         return train_test_split(indices, test_size=n_val, random_state=self.seed, stratify=labels)
 
     def evaluate_features(self, train_features: torch.Tensor | np.ndarray, train_labels: Any,
-                          test_features: torch.Tensor | np.ndarray, test_labels: Any) -> dict[str, Any]:
+                          test_features: torch.Tensor | np.ndarray, test_labels: Any) -> EvalResult:
         x_train = unit_rows(train_features, "train_features", min_rows=2).double().numpy()
         x_test = unit_rows(test_features, "test_features").double().numpy()
         y_train = _labels(train_labels, len(x_train), "train_labels")
@@ -69,13 +70,13 @@ class LinearProbe:
                       for C in self.Cs]
         best = int(np.argmax(val_scores))
         classifier = self._fit(x_train, y_train, self.Cs[best])
-        metrics = {"top1": float(classifier.score(x_test, y_test)), "best_C": self.Cs[best],
-                   "val_top1": val_scores[best], "num_train": float(len(y_train)), "num_test": float(len(y_test))}
-        return {"dataset": self.dataset, "task": "linear_probe", "metrics": metrics}
+        info = {"best_C": self.Cs[best], "val_top1": val_scores[best], "num_train": len(y_train),
+                "num_test": len(y_test), "num_classes": int(len(np.unique(y_train))), "seed": self.seed}
+        return EvalResult(self.dataset, "linear_probe", {"top1": float(classifier.score(x_test, y_test))}, info)
 
     def evaluate(self, model: torch.nn.Module, train_images: Images, test_images: Images,
                  train_labels: Any = None, test_labels: Any = None, batch_size: int = 256,
-                 device: str | torch.device | None = "cpu") -> dict[str, Any]:
+                 device: str | torch.device | None = "cpu") -> EvalResult:
         """Extract frozen features of both splits (labels default to the sets' .targets) and probe them."""
         train_labels = getattr(train_images, "targets", None) if train_labels is None else train_labels
         test_labels = getattr(test_images, "targets", None) if test_labels is None else test_labels

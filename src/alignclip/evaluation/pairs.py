@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from alignclip.data.shards import BadSample, TarShardDataset, check_raw
 from alignclip.data.sources import build_dataset, parse_spec, read_image
 from alignclip.data.transforms import EvalTransform
-from alignclip.evaluation.features import Tokenizer, encode_texts, extract_features
+from alignclip.evaluation.features import TokenizeFn, encode_texts, extract_features
 
 logger = logging.getLogger(__name__)
 PAIR_SCHEMES = ("csv", "tsv", "captions", "wds")  # eval spellings; captions:DIR is training's folder:DIR
@@ -74,11 +74,11 @@ def _rows(spec: str, image_size: int, **options: Any) -> Iterator[tuple[str, str
         yield path, path, (lambda path=path: read_image(path)), caption
 
 
-def embed_pairs(model: torch.nn.Module, spec: str, num_images: int | None = None, tokenizer: Tokenizer | None = None,
+def embed_pairs(model: torch.nn.Module, spec: str, num_images: int | None = None, tokenizer: TokenizeFn | None = None,
                 batch_size: int = 256, device: str | torch.device | None = "cpu",
                 csv_image_key: str | None = None, csv_caption_key: str | None = None) -> PairFeatures:
     """Encode the images and captions of a pair dataset spec (csv:, tsv:, captions:, wds:) with `model`."""
-    scheme, _ = parse_spec(spec.replace("captions:", "folder:", 1))
+    scheme = parse_spec(spec).scheme  # a DataSpec (alignclip.data.spec): csv, tsv, folder or wds
     options = {"image_key": csv_image_key, "caption_key": csv_caption_key} if scheme in ("csv", "tsv") else {}
     index: dict[str, int] = {}  # group key -> image row
     images: list[str] = []

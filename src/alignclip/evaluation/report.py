@@ -1,4 +1,9 @@
-"""Evaluation reports: metrics.json, gap figures and a self-contained index.html; side-by-side run comparison."""
+"""Evaluation reports: metrics.json, gap figures and a self-contained index.html; side-by-side run comparison.
+
+A page reads at a glance: the method and architecture on top, bookkeeping (seed, counts, the probe's C) in a "run
+info" block apart from the scores, one small table per task with short column names, the shift sweep as its own
+table, and in a comparison the best run of each column in bold. The HTML pieces are in pages.py.
+"""
 from __future__ import annotations
 
 import csv
@@ -7,24 +12,32 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
-from alignclip.evaluation.gap import ArrayLike
+import numpy as np
+
+from alignclip.evaluation.gap import GAP_KEYS, ArrayLike
+from alignclip.evaluation.pages import figure_html, html_page, html_table  # noqa: F401 (public here too)
+from alignclip.evaluation.result import EvalResult, as_result, best_of, better, metric_label
 
 FIGURES = {"projection": "projection.png", "sphere": "sphere.png", "cosines": "cosines.png",
            "shift_sweep": "shift_sweep.png"}
-CAPTIONS = {"projection": "Both modalities in 2-D; thin lines join each image to its caption.",
+CAPTIONS = {"projection": "Both modalities in 2-D (equal axes); thin lines join each image to its {text}.",
             "sphere": "Top-3 PCA directions, re-normalised onto the unit sphere.",
-            "cosines": "Paired vs unpaired vs image-image vs text-text cosine similarities.",
-            "shift_sweep": "Gap measures under the post-hoc shift x - lambda*delta, y + lambda*delta."}
-
-
-def _clean(value: Any) -> Any:
-    """JSON-safe copy: tensors/numpy scalars -> float, non-finite -> None."""
+            "cosines": "Paired vs unpaired vs image-image vs text-text cosines; legend means are metrics.json's.",
+            "shift_sweep": "Gap measures under the post-hoc shift x - λ·delta, y + λ·delta."}
+POINTS = "projection_points.npz"  # the projection's 2-D points, so `compare` can draw every run on shared axes
+RUN_KEYS = ("model", "method", "architecture", "model_size", "dataset", "num_samples", "max_samples", "seed")
+GAP_TASKS = ("modality_gap", "class_prompt_gap")
+SWEEP_KEYS = ("l2m", "rmg", "paired_cosine", "unpaired_cosine", "separability")
+def json_safe(value: Any) -> Any:
+    """JSON-safe copy: results -> dicts, tensors/numpy scalars -> float, non-finite -> None."""
+    if isinstance(value, EvalResult):
+        value = value.to_dict()
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [json_safe(v) for v in value]
     if hasattr(value, "item") and callable(value.item):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -32,29 +45,44 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def flatten_metrics(metrics: Any, prefix: str = "") -> dict[str, float]:
-    """Numeric leaves as 'a/b/c' keys; result lists ({dataset, task, metrics}) become 'dataset/task/metric'."""
+def split_document(document: Mapping[str, Any]) -> tuple[list[EvalResult], dict[str, Any], list[dict] | None]:
+    """A metrics.json document -> (results, run info with nested keys as 'a/b', shift sweep rows or None)."""
+    results = [as_result(r) for r in document.get("results", [])]
+    info: dict[str, Any] = {}
+
+    def walk(value: Any, prefix: str) -> None:
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                walk(item, f"{prefix}{key}/")
+        elif not isinstance(value, (list, tuple)) and value is not None:
+            info[prefix.rstrip("/")] = value
+
+    walk({k: v for k, v in document.items() if k not in ("results", "shift_sweep")}, "")
+    return results, info, document.get("shift_sweep")
+
+
+def flatten_metrics(results: Sequence[EvalResult | Mapping[str, Any]] | Mapping[str, Any]) -> dict[str, float]:
+    """'dataset/task/metric' -> score, for results or a metrics.json document (its "results"); no bookkeeping."""
+    if isinstance(results, Mapping):
+        results = results.get("results", [])
     flat: dict[str, float] = {}
-    if isinstance(metrics, dict):
-        if {"dataset", "task", "metrics"} <= set(metrics):
-            return flatten_metrics(metrics["metrics"], f"{prefix}{metrics['dataset']}/{metrics['task']}/")
-        for key, value in metrics.items():
-            flat.update(flatten_metrics(value, f"{prefix}{key}/"))
-    elif isinstance(metrics, (list, tuple)):
-        for i, value in enumerate(metrics):
-            is_result = isinstance(value, dict) and {"dataset", "task", "metrics"} <= set(value)
-            flat.update(flatten_metrics(value, prefix if is_result else f"{prefix}{i}/"))
-    elif isinstance(metrics, (int, float)) and not isinstance(metrics, bool):
-        flat[prefix.rstrip("/")] = float(metrics)
+    for result in map(as_result, results):
+        for key, value in result.metrics.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                flat[f"{result.dataset}/{result.task}/{key}"] = float(value)
     return flat
 
 
-def format_value(key: str, value: float) -> str:
-    """Counts ('.../num_samples') as integers, everything else with 4 decimals."""
-    return str(int(value)) if key.rsplit("/", 1)[-1].startswith("num_") and value.is_integer() else f"{value:.4f}"
+def format_value(key: str, value: Any) -> str:
+    """Integers (counts, seeds) as integers, other numbers with 4 decimals, anything else as text."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, int) or (key.rsplit("/", 1)[-1].startswith("num_") and float(value).is_integer()):
+        return str(int(value))
+    return f"{value:.4f}"
 
 
-def format_table(rows: dict[str, float], headers: Sequence[str] = ("metric", "value")) -> str:
+def format_table(rows: Mapping[str, Any], headers: Sequence[str] = ("metric", "value")) -> str:
     """Aligned plain-text table for the terminal."""
     width = max([len(headers[0])] + [len(k) for k in rows])
     lines = [f"{headers[0]:<{width}}  {headers[1]}", f"{'-' * width}  {'-' * max(8, len(headers[1]))}"]
@@ -62,46 +90,94 @@ def format_table(rows: dict[str, float], headers: Sequence[str] = ("metric", "va
     return "\n".join(lines)
 
 
-def html_page(title: str, body: str) -> str:
-    style = ("body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child,th:first-child"
-             "{text-align:left}figure{display:inline-block;margin:0 1em 1em 0}img{max-width:100%}")
-    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head>\n<body><h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n")
+def info_line(info: Mapping[str, Any]) -> str:
+    """'best_C=10, num_train=143': bookkeeping on one line (numbers to 4 significant digits, lists left out)."""
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items()
+                     if not isinstance(v, (list, dict)))
 
 
-def _metrics_table(rows: dict[str, float]) -> str:
-    cells = "".join(f"<tr><td>{html.escape(k)}</td><td>{format_value(k, v)}</td></tr>" for k, v in rows.items())
-    return f"<table><tr><th>metric</th><th>value</th></tr>{cells}</table>"
+def run_label(info: Mapping[str, Any], fallback: str = "") -> str:
+    """'alignclip (IMSep, logits weighting) · shared architecture', from what metrics.json recorded."""
+    method, architecture = info.get("method"), info.get("architecture")
+    parts = [str(method)] if method else []
+    if architecture:
+        parts.append(f"{architecture} architecture")
+    return " · ".join(parts) or fallback
 
 
-def write_report(out_dir: str | Path, metrics: dict[str, Any], image_features: ArrayLike | None = None,
+def _info_table(info: Mapping[str, Any], results: Sequence[EvalResult]) -> str:
+    run = html_table(["run", "value"], [[k, format_value(k, v)] for k, v in info.items()]) if info else ""
+    rows = [[f"{r.dataset} · {r.task}", info_line(r.info)] for r in results if r.info]
+    return run + (html_table(["task", "bookkeeping (not scores)"], rows) if rows else "")
+
+
+def _groups(results: Sequence[EvalResult]) -> dict[str, list[EvalResult]]:
+    """task -> its results (datasets), in first-seen order; results without metrics (data read) are run info."""
+    groups: dict[str, list[EvalResult]] = {}
+    for result in results:
+        if result.metrics:
+            groups.setdefault(result.task, []).append(result)
+    return groups
+
+
+def _task_table(results: Sequence[EvalResult]) -> str:
+    keys = list(dict.fromkeys(k for r in results for k in r.metrics))
+    rows = [[r.dataset] + [format_value(k, r.metrics[k]) if k in r.metrics else "" for k in keys] for r in results]
+    note = "".join(f"<p class=\"note\">pairs: {html.escape(str(p))}</p>"
+                   for p in dict.fromkeys(r.info.get("pairs") for r in results) if p)
+    return html_table(["dataset"] + [metric_label(k) for k in keys], rows, tooltips=[""] + keys) + note
+
+
+def sweep_table(sweep: Sequence[Mapping[str, float]]) -> str:
+    """λ rows x the main gap measures, plus any downstream scores the sweep's callback added."""
+    keys = [k for k in SWEEP_KEYS if k in sweep[0]] + [k for k in sweep[0] if k not in GAP_KEYS and k != "lambda"]
+    rows = [[f"{row['lambda']:g}"] + [format_value(k, row[k]) for k in keys] for row in sweep]
+    return html_table(["λ"] + [metric_label(k) for k in keys], rows, tooltips=[""] + keys)
+
+
+def write_report(out_dir: str | Path, document: Mapping[str, Any], image_features: ArrayLike | None = None,
                  text_features: ArrayLike | None = None, title: str = "alignclip evaluation",
                  projection: str = "pca", sweep: Sequence[dict[str, float]] | None = None,
                  max_pairs: int = 200, seed: int = 0) -> dict[str, Path]:
-    """Write metrics.json, the gap figures (when features are given) and index.html; return the paths."""
+    """Write metrics.json (document; its "results" are EvalResults or their dicts), the gap figures (when features
+    are given) and index.html; return the paths."""
     from alignclip.evaluation import plots
 
     if (image_features is None) != (text_features is None):
         raise ValueError("write_report needs both image_features and text_features, or neither")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    stored = dict(document, **({"shift_sweep": list(sweep)} if sweep else {}))
     paths = {"metrics": out / "metrics.json"}
-    paths["metrics"].write_text(json.dumps(_clean(metrics), indent=2) + "\n")
+    paths["metrics"].write_text(json.dumps(json_safe(stored), indent=2) + "\n")
+    results, info, sweep = split_document(stored)
+    gap = next((r for r in results if r.task in GAP_TASKS), None)
+    text = "class prompt" if gap is not None and gap.task == "class_prompt_gap" else "caption"
     if image_features is not None:
+        points = plots.project_pairs(image_features, text_features, projection, max_pairs, seed)
+        np.savez(out / POINTS, image=points[0], text=points[1])
         paths["projection"] = plots.plot_projection(image_features, text_features, out / FIGURES["projection"],
-                                                    method=projection, max_pairs=max_pairs, seed=seed)
+                                                    method=projection, max_pairs=max_pairs, seed=seed, text_label=text)
         paths["sphere"] = plots.plot_sphere(image_features, text_features, out / FIGURES["sphere"],
-                                            max_pairs=max_pairs, seed=seed)
+                                            max_pairs=max_pairs, seed=seed, text_label=text)
         paths["cosines"] = plots.plot_cosine_histograms(image_features, text_features, out / FIGURES["cosines"],
-                                                        seed=seed)
+                                                        seed=seed, gap=gap.metrics if gap is not None else None)
     if sweep:
         paths["shift_sweep"] = plots.plot_shift_sweep(sweep, out / FIGURES["shift_sweep"])
-    figures = "".join(f"<figure><img src=\"{FIGURES[k]}\" alt=\"{k}\"><figcaption>{html.escape(CAPTIONS[k])}"
-                      f"</figcaption></figure>" for k in FIGURES if k in paths)
-    body = f"<h2>Metrics</h2>\n{_metrics_table(flatten_metrics(metrics))}\n<h2>Figures</h2>\n{figures}"
+    label = run_label(info)
+    summary = ", ".join(f"{k} {format_value(k, info[k])}" for k in ("dataset", "num_samples", "seed") if k in info)
+    body = [f"<p class=\"label\"><b>{html.escape(label)}</b></p>" if label else "",
+            f"<p>{html.escape(summary)} (details under <a href=\"#run-info\">Run info</a>)</p>" if summary else ""]
+    body.append("<h2>Results</h2>")
+    body += [f"<h3>{html.escape(group[0].label)}</h3>{_task_table(group)}" for group in _groups(results).values()]
+    if sweep:
+        body.append(f"<h3>post-hoc shift sweep</h3>{sweep_table(sweep)}")
+    body.append(f"<h2 id=\"run-info\">Run info</h2>{_info_table(info, results)}")
+    figures = [figure_html(FIGURES[k], CAPTIONS[k].format(text=text)) for k in FIGURES if k in paths]
+    if figures:
+        body.append(f"<h2>Figures</h2><div class=\"figures\">{''.join(figures)}</div>")
     paths["index"] = out / "index.html"
-    paths["index"].write_text(html_page(title, body))
+    paths["index"].write_text(html_page(title, "\n".join(body)))
     return paths
 
 
@@ -113,18 +189,60 @@ def _find_metrics(run: Path) -> Path:
     raise FileNotFoundError(f"no metrics.json for run {run} (looked at {', '.join(map(str, candidates))})")
 
 
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from None
+
+
+def _short_labels(runs: Sequence[str | Path], infos: Sequence[Mapping[str, Any]]) -> list[str]:
+    """'clip-run · clip/clip': the run folder (with its parent when two share a name), method, architecture."""
+    paths = [Path(run).resolve() for run in runs]
+    names = [p.name for p in paths]
+    names = [f"{p.parent.name}/{n}" if names.count(n) > 1 else n for p, n in zip(paths, names)]
+    labels = []
+    for name, info in zip(names, infos):
+        what = "/".join(str(info[k]).split(" ")[0] for k in ("method", "architecture") if info.get(k))
+        labels.append(f"{name} · {what}" if what else name)
+    return labels
+
+
+def _comparison_tables(labels: list[str], runs: list[list[EvalResult]]) -> list[str]:
+    """One table per task: per dataset a row per run, a column per metric; the best run of each dataset's column
+    in bold (runs are compared on the same dataset only)."""
+    sections = []
+    for task, group in _groups([r for results in runs for r in results]).items():
+        metrics = list(dict.fromkeys(k for r in group for k in r.metrics))
+        rows, best = [], set()
+        for dataset in dict.fromkeys(r.dataset for r in group):
+            found = {label: next((r for r in results if (r.dataset, r.task) == (dataset, task)), None)
+                     for label, results in zip(labels, runs)}
+            found = {label: r for label, r in found.items() if r is not None}
+            for column, key in enumerate(metrics, start=2):
+                values = {label: r.metrics[key] for label, r in found.items() if r.metrics.get(key) is not None}
+                best |= {(len(rows) + list(found).index(label), column) for label in best_of(values, better(key))}
+            rows += [[dataset, label] + [format_value(k, r.metrics[k]) if k in r.metrics else "" for k in metrics]
+                     for label, r in found.items()]
+        sections.append(f"<h3>{html.escape(group[0].label)}</h3>" + html_table(
+            ["dataset", "run"] + [metric_label(k) for k in metrics], rows, best, ["", ""] + metrics)
+            + "".join(f"<p class=\"note\">pairs: {html.escape(str(p))}</p>"
+                      for p in dict.fromkeys(r.info.get("pairs") for r in group) if p))
+    return sections
+
+
 def write_comparison(runs: Sequence[str | Path], out_dir: str | Path) -> dict[str, Path]:
-    """comparison.md + comparison.csv (one column per run) and index.html with each run's figures side by side."""
+    """comparison.md + comparison.csv (a row per metric, a column per run) and index.html (a table per task with
+    the best run marked, every run's projection on shared axes, the other figures side by side)."""
+    from alignclip.evaluation import plots
+
     if not runs:
         raise ValueError("compare needs at least one run directory")
     files = [_find_metrics(Path(run)) for run in runs]
-    tables = []
-    for path in files:
-        try:
-            tables.append(flatten_metrics(json.loads(path.read_text())))
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path} is not valid JSON: {error}") from None
+    documents = [split_document(_read(path)) for path in files]
     names = [str(Path(run)) for run in runs]
+    labels = _short_labels(runs, [info for _, info, _ in documents])
+    tables = [flatten_metrics(results) for results, _, _ in documents]
     keys = list(dict.fromkeys(key for table in tables for key in table))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -137,21 +255,36 @@ def write_comparison(runs: Sequence[str | Path], out_dir: str | Path) -> dict[st
         writer.writerow(["metric"] + names)
         writer.writerows([key] + [cell(t, key) for t in tables] for key in keys)
     md = ["| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-    md += [f"| {key} | " + " | ".join(cell(t, key) for t in tables) + " |" for key in keys]
+    for key in keys:
+        bold = best_of({i: t[key] for i, t in enumerate(tables) if key in t}, better(key))
+        md.append(f"| {key} | " + " | ".join(f"**{cell(t, key)}**" if i in bold else cell(t, key)
+                                             for i, t in enumerate(tables)) + " |")
     (out / "comparison.md").write_text("\n".join(md) + "\n")
 
-    header = "".join(f"<th>{html.escape(n)}</th>" for n in names)
-    rows = "".join(f"<tr><td>{html.escape(k)}</td>" + "".join(f"<td>{cell(t, k)}</td>" for t in tables) + "</tr>"
-                   for k in keys)
-    figure_rows = []
+    info_keys = list(dict.fromkeys([k for k in RUN_KEYS if any(k in info for _, info, _ in documents)]
+                                   + [k for _, info, _ in documents for k in info]))
+    run_rows = [[label] + [format_value(k, info[k]) if k in info else "" for k in info_keys]
+                for label, (_, info, _) in zip(labels, documents)]
+    body = [html_table(["run"] + info_keys, run_rows),
+            "<p class=\"note\">Bold: the best run in its column (↑ higher is better, ↓ lower; no arrow: "
+            "descriptive only). Hover a column name for its metrics.json key.</p>"]
+    body += _comparison_tables(labels, [results for results, _, _ in documents])
+    figures = []
+    panels = {label: (data["image"], data["text"]) for label, path in zip(labels, files)
+              if (path.parent / POINTS).is_file() for data in [np.load(path.parent / POINTS)]}
+    if panels:
+        path = plots.plot_projection_panels(panels, out / FIGURES["projection"])
+        from PIL import Image
+
+        with Image.open(path) as image:
+            width = image.size[0]
+        figures.append(figure_html(FIGURES["projection"], "Every run's 2-D projection on shared axes.", width))
     for kind, name in FIGURES.items():
-        present = [(path.parent / name) for path in files]
-        if not any(p.is_file() for p in present):
+        if kind == "projection" and panels:
             continue
-        cells = "".join(f"<td><img src=\"{html.escape(Path(os.path.relpath(p, out)).as_posix())}\" alt=\"{kind}\"></td>"
-                        if p.is_file() else "<td></td>" for p in present)
-        figure_rows.append(f"<tr><td>{kind}</td>{cells}</tr>")
-    body = (f"<h2>Metrics</h2><table><tr><th>metric</th>{header}</tr>{rows}</table>\n"
-            f"<h2>Figures</h2><table><tr><th></th>{header}</tr>{''.join(figure_rows)}</table>")
-    (out / "index.html").write_text(html_page("alignclip run comparison", body))
+        figures += [figure_html(Path(os.path.relpath(path.parent / name, out)).as_posix(), f"{kind}: {label}")
+                    for label, path in zip(labels, files) if (path.parent / name).is_file()]
+    if figures:
+        body.append(f"<h2>Figures</h2><div class=\"figures\">{''.join(figures)}</div>")
+    (out / "index.html").write_text(html_page("alignclip run comparison", "\n".join(body)))
     return {"csv": out / "comparison.csv", "markdown": out / "comparison.md", "index": out / "index.html"}

@@ -1,13 +1,14 @@
 """Image<->text retrieval Recall@K with several captions per image, in bounded memory (blocked running top-k)."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 from tqdm.auto import tqdm
 
-from alignclip.evaluation.features import Images, Tokenizer, encode_texts, extract_features
+from alignclip.evaluation.features import Images, TokenizeFn, encode_texts, extract_features
 from alignclip.evaluation.gap import unit_rows
+from alignclip.evaluation.result import EvalResult
 
 
 def chunked_topk(queries: torch.Tensor, keys: torch.Tensor, k: int, query_chunk: int = 1024,
@@ -42,7 +43,7 @@ def chunked_topk(queries: torch.Tensor, keys: torch.Tensor, k: int, query_chunk:
 class RetrievalEvaluator:
     """Recall@K both ways. text->image: hit if the caption's own image is in the top K; image->text: any of its captions."""
 
-    def __init__(self, ks: Sequence[int] = (1, 5, 10), dataset: str = "custom", tokenizer: Tokenizer | None = None,
+    def __init__(self, ks: Sequence[int] = (1, 5, 10), dataset: str = "custom", tokenizer: TokenizeFn | None = None,
                  batch_size: int = 256, device: str | torch.device | None = "cpu", query_chunk: int = 1024,
                  key_chunk: int = 16384) -> None:
         if not ks or min(ks) < 1:
@@ -52,7 +53,7 @@ class RetrievalEvaluator:
         self.query_chunk, self.key_chunk = query_chunk, key_chunk
 
     def evaluate_features(self, image_features: torch.Tensor, text_features: torch.Tensor,
-                          text_to_image: torch.Tensor | Sequence[int]) -> dict[str, Any]:
+                          text_to_image: torch.Tensor | Sequence[int]) -> EvalResult:
         """Metrics from features; text_to_image[j] is the index of the image that caption j describes."""
         text_to_image = torch.as_tensor(text_to_image, dtype=torch.long)
         if text_to_image.ndim != 1 or text_to_image.shape[0] != text_features.shape[0]:
@@ -80,10 +81,10 @@ class RetrievalEvaluator:
         correct = text_to_image[text_hits] == torch.arange(num_images)[:, None]
         for k in self.ks:
             metrics[f"text_retrieval_recall@{k}"] = float(correct[:, :k].any(dim=1).double().mean())
-        metrics["num_images"], metrics["num_captions"] = float(num_images), float(texts.shape[0])
-        return {"dataset": self.dataset, "task": "retrieval", "metrics": metrics}
+        info = {"num_images": num_images, "num_captions": texts.shape[0]}
+        return EvalResult(self.dataset, "retrieval", metrics, info)
 
-    def evaluate(self, model: torch.nn.Module, images: Images, captions: Sequence[Sequence[str]]) -> dict[str, Any]:
+    def evaluate(self, model: torch.nn.Module, images: Images, captions: Sequence[Sequence[str]]) -> EvalResult:
         """captions[i] is the list of captions of image i (any number >= 1 each)."""
         flat = [caption for group in captions for caption in group]
         text_to_image = [i for i, group in enumerate(captions) for _ in group]

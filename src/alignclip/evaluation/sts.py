@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from scipy import stats
 
-from alignclip.evaluation.features import Tokenizer, encode_texts
+from alignclip.evaluation.features import TokenizeFn, encode_texts
+from alignclip.evaluation.result import EvalResult
 
 StsPair = tuple[str, str, float]
 # STS-B (stsbenchmark.tsv) column order when a file has no header.
@@ -96,7 +97,7 @@ def correlations(predicted: Sequence[float] | np.ndarray, gold: Sequence[float] 
 class STSEvaluator:
     """Cosine of model.encode_text for both sentences, correlated with the gold scores."""
 
-    def __init__(self, pairs: Sequence[StsPair], dataset: str = "sts", tokenizer: Tokenizer | None = None,
+    def __init__(self, pairs: Sequence[StsPair], dataset: str = "sts", tokenizer: TokenizeFn | None = None,
                  batch_size: int = 256, device: str | torch.device | None = "cpu") -> None:
         if len(pairs) < 2:
             raise ValueError(f"STS set {dataset!r} needs at least 2 pairs, got {len(pairs)}")
@@ -107,7 +108,7 @@ class STSEvaluator:
     def from_file(cls, path: str | Path, **kwargs: Any) -> "STSEvaluator":
         return cls(read_sts(path), dataset=kwargs.pop("dataset", Path(path).stem), **kwargs)
 
-    def evaluate_encoder(self, encode: Callable[[list[str]], torch.Tensor]) -> dict[str, Any]:
+    def evaluate_encoder(self, encode: Callable[[list[str]], torch.Tensor]) -> EvalResult:
         """Any text encoder (e.g. a SemanticEncoder's encode); each unique sentence is encoded once."""
         sentences = sorted({s for a, b, _ in self.pairs for s in (a, b)})
         position = {s: i for i, s in enumerate(sentences)}
@@ -116,9 +117,8 @@ class STSEvaluator:
         b = features[[position[p[1]] for p in self.pairs]]
         cosine = (a * b).sum(dim=1).numpy()
         metrics = correlations(cosine, [p[2] for p in self.pairs])
-        metrics["num_pairs"] = float(len(self.pairs))
-        return {"dataset": self.dataset, "task": "sts", "metrics": metrics}
+        return EvalResult(self.dataset, "sts", metrics, {"num_pairs": len(self.pairs)})
 
-    def evaluate(self, model: torch.nn.Module) -> dict[str, Any]:
+    def evaluate(self, model: torch.nn.Module) -> EvalResult:
         return self.evaluate_encoder(
             lambda texts: encode_texts(model, texts, self.tokenizer, self.batch_size, self.device, desc="STS"))

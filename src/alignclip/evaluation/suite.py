@@ -9,10 +9,11 @@ import torch
 
 from alignclip.evaluation.datasets import (FashionMNIST, ImageFolderClasses, LabelledImages,
                                            split_stratified)
-from alignclip.evaluation.features import Tokenizer, encode_texts, extract_features
+from alignclip.evaluation.features import TokenizeFn, encode_texts, extract_features
 from alignclip.evaluation.gap import gap_metrics
 from alignclip.evaluation.linear_probe import LinearProbe
 from alignclip.evaluation.pairs import embed_pairs, is_pair_dataset, pair_dataset_name
+from alignclip.evaluation.result import EvalResult
 from alignclip.evaluation.retrieval import RetrievalEvaluator
 from alignclip.evaluation.sts import STSEvaluator
 from alignclip.evaluation.zeroshot import FASHION_TEMPLATES, GENERIC_TEMPLATES, ZeroShotClassifier
@@ -69,7 +70,7 @@ def _labelled_set(dataset: str, image_size: int, train: bool) -> tuple[LabelledI
 
 
 def _synthetic(model: torch.nn.Module, tasks: list[str], num_samples: int, seed: int, kw: dict[str, Any],
-               results: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor | None]:
+               results: list[EvalResult]) -> tuple[torch.Tensor, torch.Tensor | None]:
     from alignclip.data.synthetic import SyntheticShapes, zeroshot_tasks
 
     test = SyntheticShapes(num_samples, seed=seed, image_size=model.image_size, train=False)
@@ -88,7 +89,7 @@ def _synthetic(model: torch.nn.Module, tasks: list[str], num_samples: int, seed:
         captions = [c for i in range(len(test)) for c in test.captions_for(i, k)]
         all_text = encode_texts(model, captions, kw["tokenizer"], kw["batch_size"], kw["device"], desc="captions")
         if "retrieval" in tasks:
-            evaluator = RetrievalEvaluator(dataset="synthetic", tokenizer=kw["tokenizer"], device=kw["device"])
+            evaluator = RetrievalEvaluator(dataset="synthetic", device=kw["device"])
             results.append(evaluator.evaluate_features(image_features, all_text,
                                                        torch.arange(len(test)).repeat_interleave(k)))
         text_features = all_text[::k]  # the first paraphrase is each image's own caption
@@ -106,7 +107,7 @@ def _synthetic(model: torch.nn.Module, tasks: list[str], num_samples: int, seed:
 
 
 def _labelled(model: torch.nn.Module, dataset: str, tasks: list[str], num_samples: int, seed: int,
-              kw: dict[str, Any], results: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor | None]:
+              kw: dict[str, Any], results: list[EvalResult]) -> tuple[torch.Tensor, torch.Tensor | None]:
     name = dataset_name(dataset)
     full, templates = _labelled_set(dataset, model.image_size, train=False)
     probe_train = None
@@ -133,31 +134,44 @@ def _labelled(model: torch.nn.Module, dataset: str, tasks: list[str], num_sample
 
 
 def _pairs(model: torch.nn.Module, dataset: str, tasks: list[str], num_samples: int, kw: dict[str, Any],
-           results: list[dict[str, Any]],
+           results: list[EvalResult],
            csv_keys: tuple[str | None, str | None]) -> tuple[torch.Tensor, torch.Tensor]:
     """Held-out pairs of your own: retrieval over all captions, the gap on each image's first caption."""
     pairs = embed_pairs(model, dataset, num_samples, **kw, csv_image_key=csv_keys[0], csv_caption_key=csv_keys[1])
     name = dataset_name(dataset)
-    counts = {"num_images": len(pairs.images), "num_captions": len(pairs.captions),
-              "num_bad_samples": len(pairs.bad_samples)}
-    results.append({"dataset": name, "task": "data", "metrics": counts,
-                    "bad_samples": [list(b) for b in pairs.bad_samples]})
+    # What was read is bookkeeping, not a score: a "data" result with no metrics (the report shows it as run info).
+    results.append(EvalResult(name, "data", {}, {
+        "num_images": len(pairs.images), "num_captions": len(pairs.captions),
+        "num_bad_samples": len(pairs.bad_samples), "bad_samples": [list(b) for b in pairs.bad_samples]}))
     if "retrieval" in tasks:
-        evaluator = RetrievalEvaluator(dataset=name, tokenizer=kw["tokenizer"], device=kw["device"])
+        evaluator = RetrievalEvaluator(dataset=name, device=kw["device"])
         results.append(evaluator.evaluate_features(pairs.image_features, pairs.text_features, pairs.text_to_image))
     return pairs.image_features, pairs.paired_text()
 
 
+def _gap_result(dataset: str, image_features: torch.Tensor, text_features: torch.Tensor) -> EvalResult:
+    """Caption pairs give the modality gap; on class sets the only "pair" of an image is its class prompt, which
+    many images share, so that gap (l2m ~1 even for good models) gets its own task name and is never compared."""
+    if dataset == "synthetic" or is_pair_dataset(dataset):
+        task, pairs = "modality_gap", "image, its own caption"
+    else:
+        task, pairs = "class_prompt_gap", f"image, its class prompt '{GAP_PROMPT}' (not comparable with the " \
+                                          "caption-pair gap)"
+    info = {"pairs": pairs, "num_pairs": int(image_features.shape[0])}
+    return EvalResult(dataset_name(dataset), task, gap_metrics(image_features, text_features), info)
+
+
 def evaluate_model(model: torch.nn.Module, dataset: str = "synthetic", tasks: Sequence[str] | str | None = None,
-                   num_samples: int = 1000, sts_file: str | Path | None = None, tokenizer: Tokenizer | None = None,
+                   num_samples: int = 1000, sts_file: str | Path | None = None, tokenizer: TokenizeFn | None = None,
                    batch_size: int = 256, device: str | torch.device | None = "cpu",
                    seed: int = 0, csv_keys: tuple[str | None, str | None] = (None, None),
-                   ) -> tuple[list[dict[str, Any]], torch.Tensor | None, torch.Tensor | None]:
+                   ) -> tuple[list[EvalResult], torch.Tensor | None, torch.Tensor | None]:
     """Run `tasks` (default: all the dataset supports) -> (results, image features, paired text features).
 
     csv_keys: (image path column, caption column) of a csv:/tsv: pair dataset (None: filepath, title).
 
-    Each result is {"dataset", "task", "metrics"}; the features (held-out pairs) feed the report's figures.
+    The features (held-out pairs) feed the report's figures. On class sets the gap task is `class_prompt_gap`
+    (each image vs its class prompt), a different quantity from the caption-pair `modality_gap`.
     """
     check_dataset(dataset)
     tasks = supported_tasks(dataset) if tasks is None else parse_tasks(tasks)
@@ -169,7 +183,7 @@ def evaluate_model(model: torch.nn.Module, dataset: str = "synthetic", tasks: Se
     if num_samples < 2:
         raise ValueError(f"num_samples must be at least 2, got {num_samples}")
     kw = {"tokenizer": tokenizer, "batch_size": batch_size, "device": device}
-    results: list[dict[str, Any]] = []
+    results: list[EvalResult] = []
     image_tasks = [t for t in tasks if t != "sts"]
     image_features = text_features = None
     if image_tasks and is_pair_dataset(dataset):
@@ -179,11 +193,7 @@ def evaluate_model(model: torch.nn.Module, dataset: str = "synthetic", tasks: Se
     elif image_tasks:
         image_features, text_features = _labelled(model, dataset, image_tasks, num_samples, seed, kw, results)
     if "gap" in tasks:
-        # On class sets the "pairs" are image vs its class prompt: a different quantity from the caption-pair gap.
-        pairs = "image, own caption" if dataset == "synthetic" or is_pair_dataset(dataset) else \
-            f"image, class prompt '{GAP_PROMPT}' (not comparable with the caption-pair gap)"
-        results.append({"dataset": dataset_name(dataset), "task": "modality_gap", "pairs": pairs,
-                        "metrics": gap_metrics(image_features, text_features)})
+        results.append(_gap_result(dataset, image_features, text_features))
     if "sts" in tasks:
         if sts_file is not None:
             evaluator = STSEvaluator.from_file(sts_file, **kw)

@@ -1,12 +1,13 @@
 """Zero-shot classification: class names x prompt templates -> averaged, re-normalised text classifier (CLIP style)."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
-from alignclip.evaluation.features import Images, Tokenizer, encode_texts, extract_features
+from alignclip.evaluation.features import Images, TokenizeFn, encode_texts, extract_features
+from alignclip.evaluation.result import EvalResult
 
 GENERIC_TEMPLATES = ["a photo of a {}.", "a picture of a {}.", "an image of a {}.", "a {}."]
 FASHION_TEMPLATES = ["a photo of a {}.", "a black and white photo of a {}.", "a low resolution photo of a {}.",
@@ -31,7 +32,6 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[s
         metrics["top5"] = float((top5 == labels[:, None]).any(dim=1).double().mean())
     recalls = [correct[labels == c].double().mean() for c in labels.unique()]
     metrics["mean_per_class_recall"] = float(torch.stack(recalls).mean())
-    metrics["num_samples"] = float(labels.shape[0])
     return metrics
 
 
@@ -39,7 +39,7 @@ class ZeroShotClassifier:
     """Build a text classifier for `classnames` from `templates` and score image features against it."""
 
     def __init__(self, classnames: Sequence[str], templates: Sequence[str] = GENERIC_TEMPLATES,
-                 dataset: str = "custom", tokenizer: Tokenizer | None = None, batch_size: int = 256,
+                 dataset: str = "custom", tokenizer: TokenizeFn | None = None, batch_size: int = 256,
                  device: str | torch.device | None = "cpu") -> None:
         if len(classnames) == 0:
             raise ValueError(f"zero-shot task {dataset!r} has an empty class list")
@@ -60,16 +60,17 @@ class ZeroShotClassifier:
         return F.normalize(features, dim=-1)
 
     def evaluate_features(self, model: torch.nn.Module, image_features: torch.Tensor,
-                          labels: torch.Tensor) -> dict[str, Any]:
+                          labels: torch.Tensor) -> EvalResult:
         """Score precomputed image features (so several tasks can share one pass over the images)."""
         weights = self.class_embeddings(model)
         if image_features.shape[1] != weights.shape[1]:
             raise ValueError(f"image features have dim {image_features.shape[1]} but text features {weights.shape[1]}")
         logits = F.normalize(image_features.float(), dim=-1) @ weights.T
-        return {"dataset": self.dataset, "task": "zeroshot_classification",
-                "metrics": classification_metrics(logits, labels)}
+        info = {"num_samples": int(logits.shape[0]), "num_classes": len(self.classnames),
+                "num_templates": len(self.templates)}
+        return EvalResult(self.dataset, "zeroshot_classification", classification_metrics(logits, labels), info)
 
-    def evaluate(self, model: torch.nn.Module, images: Images, labels: torch.Tensor | None = None) -> dict[str, Any]:
+    def evaluate(self, model: torch.nn.Module, images: Images, labels: torch.Tensor | None = None) -> EvalResult:
         """Images: a LabelledImages set (labels from its .targets), a tensor or a loader (labels given)."""
         if labels is None:
             labels = getattr(images, "targets", None)

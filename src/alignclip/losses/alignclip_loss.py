@@ -13,7 +13,9 @@ from torch import nn
 from .clip_loss import contrastive_terms
 from .distributed import GlobalBatch, gather_no_grad
 
-WEIGHTINGS = ("logits", "negatives")
+# "none": no semantic weights at all, plain intra-modal InfoNCE with each embedding its own positive; an explicit
+# choice, because silently falling back to it when the caption embeddings are missing trains a different loss.
+WEIGHTINGS = ("logits", "negatives", "none")
 
 
 def separation_logits(queries: torch.Tensor, keys: torch.Tensor, positives: torch.Tensor, weights: torch.Tensor,
@@ -37,6 +39,10 @@ def separation_logits(queries: torch.Tensor, keys: torch.Tensor, positives: torc
 
 
 class AlignCLIPLoss(nn.Module):
+    """Terms: `contrastive_loss` = the mean of the two InfoNCE directions (the same quantity as ClipLoss's, so the
+    curves of both compare as logged), `separation_loss` = beta x IMSep, and the paper's total
+    `loss` = alpha x (CE_i2t + CE_t2i) + separation_loss = 2·alpha·contrastive_loss + separation_loss."""
+
     def __init__(self, alpha: float = 1.0, beta: float = 0.5, separate_text: bool = True,
                  separate_image: bool = True, weighting: str = "logits", local_loss: bool = False,
                  gather_with_grad: bool = True) -> None:
@@ -51,16 +57,22 @@ class AlignCLIPLoss(nn.Module):
         self.weighting, self.local_loss, self.gather_with_grad = weighting, local_loss, gather_with_grad
 
     def forward(self, image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor,
-                semantic_features: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                semantic_features: torch.Tensor | None = None, beta: float | None = None) -> dict[str, torch.Tensor]:
+        """`beta` overrides self.beta for this call (a trainer's warm-up ramp passes it in rather than mutating
+        the module); weighting="none" ignores `semantic_features`, the other weightings require them."""
+        beta = self.beta if beta is None else beta
         batch = GlobalBatch(image_features, text_features, self.local_loss, self.gather_with_grad)
         i2t, t2i = contrastive_terms(batch, logit_scale)
-        contrastive = self.alpha * (i2t + t2i)  # a sum, as in the paper's code
+        both = i2t + t2i  # the paper's code sums the two directions: alpha * both is its contrastive term
 
         pairs = [(batch.image, batch.all_image)] * self.separate_image + [(batch.text, batch.all_text)] * self.separate_text
-        if semantic_features is None:
-            # Unweighted variant: plain intra-modal InfoNCE, each row's own embedding as the positive.
+        if self.weighting == "none":
             terms = [F.cross_entropy(logit_scale * q @ k.T, batch.labels) for q, k in pairs]
         else:
+            if semantic_features is None:
+                raise ValueError(f"AlignCLIPLoss(weighting={self.weighting!r}) needs semantic_features (sentence "
+                                 "embeddings of the captions); for the unweighted variant, each embedding its own "
+                                 "positive, use weighting='none'")
             if semantic_features.shape[0] != image_features.shape[0]:
                 raise ValueError(f"semantic_features has {semantic_features.shape[0]} rows for a batch of "
                                  f"{image_features.shape[0]}")
@@ -69,5 +81,6 @@ class AlignCLIPLoss(nn.Module):
             positives = (batch.image * batch.text).sum(dim=-1)
             terms = [F.cross_entropy(separation_logits(q, k, positives, weights, batch.labels, logit_scale,
                                                        self.weighting), batch.labels) for q, k in pairs]
-        separation = self.beta * sum(terms)
-        return {"contrastive_loss": contrastive, "separation_loss": separation, "loss": contrastive + separation}
+        separation = beta * sum(terms)
+        return {"contrastive_loss": both / 2, "separation_loss": separation,
+                "loss": self.alpha * both + separation}

@@ -16,6 +16,9 @@ def contrastive_terms(batch: GlobalBatch, logit_scale: torch.Tensor) -> tuple[to
 
 
 class ClipLoss(nn.Module):
+    """Terms: `contrastive_loss` (the mean of the two directions, the same quantity AlignCLIPLoss logs under that
+    name) and `loss` (equal to it)."""
+
     def __init__(self, local_loss: bool = False, gather_with_grad: bool = True) -> None:
         super().__init__()
         self.local_loss, self.gather_with_grad = local_loss, gather_with_grad

@@ -5,9 +5,14 @@ import torch
 import torch.distributed as dist
 
 
+def dist_ready() -> bool:
+    """Is a torch.distributed process group up? The one check every collective helper makes first."""
+    return dist.is_available() and dist.is_initialized()
+
+
 def world_info() -> tuple[int, int]:
     """(rank, world_size); (0, 1) when torch.distributed is not initialised."""
-    if dist.is_available() and dist.is_initialized():
+    if dist_ready():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
 

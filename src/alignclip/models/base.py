@@ -15,6 +15,17 @@ LOGIT_SCALE_INIT = math.log(1 / 0.07)
 LOGIT_SCALE_MAX = 100.0
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside DDP (`.module`) and torch.compile (`._orig_mod`) wrappers, nested in any order: the one
+    place that knows the wrapper attributes (saving, clamping and checking weights all need the bare model)."""
+    while True:
+        inner = getattr(model, "_orig_mod", None)
+        inner = inner if isinstance(inner, nn.Module) else getattr(model, "module", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
 class CLIPOutput(TypedDict):
     image_features: torch.Tensor  # [N, D], L2-normalised
     text_features: torch.Tensor  # [N, D], L2-normalised

@@ -18,14 +18,14 @@ from safetensors.torch import load_file, save_file
 
 from alignclip.fileio import atomic_write
 
-from .base import ContrastiveModel
+from .base import ContrastiveModel, unwrap
 from .config import ARCHITECTURES, ModelConfig, list_presets, load_model_config, mlp_ratio_of
 from .factory import planned_shapes
-from .weights import (ConfigSpec, _short, build_model, check_shapes, load_state_dict_strict,  # noqa: F401
-                      read_state_dict, read_torch_state_dict, strip_prefix)
+from .open_clip import OPEN_CLIP_HEAD_WIDTH as HEAD_WIDTH  # heads are not in a state dict: the 64-wide convention
+from .weights import (ConfigSpec, _short, build_model, check_config_agrees, check_shapes, read_state_dict,
+                      strip_prefix)
 
 WEIGHTS_NAME, CONFIG_NAME = "model.safetensors", "config.json"
-HEAD_WIDTH = 64  # heads are not stored in a state dict; OpenAI/open_clip ViTs use 64-wide heads
 OPENAI_BUFFERS = ("attn_mask", "input_resolution", "context_length", "vocab_size")
 
 
@@ -38,7 +38,7 @@ def _paths(path: str | Path) -> tuple[Path, Path]:
 
 def save_checkpoint(model: ContrastiveModel, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
     """Write `path/model.safetensors` + `path/config.json` (or `X.safetensors` + `X.json`); each file atomically."""
-    model = getattr(model, "module", model)  # unwrap DDP
+    model = unwrap(model)  # DDP / torch.compile
     weights, config = _paths(path)
     weights.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -168,10 +168,7 @@ def reconcile(inferred: ModelConfig, config: ConfigSpec, source: str) -> ModelCo
     the inferred shapes plus an announced assumption for heads and activation."""
     if config is not None:
         given = load_model_config(config)
-        file_fields, given_fields = _shape_fields(inferred), _shape_fields(given)
-        wrong = [f"{k} {given_fields[k]} (file: {v})" for k, v in file_fields.items() if given_fields[k] != v]
-        if wrong:
-            raise ValueError(f"{source}: the given model config contradicts the file: {', '.join(wrong)}")
+        check_config_agrees(_shape_fields(given), _shape_fields(inferred), source, "the file")
         return given
     preset = _match_preset(inferred)
     assumed = (f"heads of alignclip preset '{preset[0]}'" if preset else f"{HEAD_WIDTH}-wide heads") + \

@@ -8,7 +8,7 @@ import torch
 
 class Diagnostics(TypedDict):
     paired_cosine: torch.Tensor
-    centroid_distance: torch.Tensor
+    l2m: torch.Tensor  # distance between the image and text centroids (Liang et al.'s gap), one name everywhere
     image_cosine: torch.Tensor
     text_cosine: torch.Tensor
 
@@ -27,7 +27,7 @@ def batch_gap_diagnostics(image_features: torch.Tensor, text_features: torch.Ten
     x, y = image_features.detach().float(), text_features.detach().float()
     return Diagnostics(
         paired_cosine=(x * y).sum(dim=-1).mean(),
-        centroid_distance=(x.mean(dim=0) - y.mean(dim=0)).norm(),
+        l2m=(x.mean(dim=0) - y.mean(dim=0)).norm(),
         image_cosine=mean_offdiagonal_cosine(x),
         text_cosine=mean_offdiagonal_cosine(y),
     )

@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 from alignclip.fileio import atomic_write
 
 from .base import ContrastiveModel
-from .weights import ConfigSpec, build_model, read_state_dict
+from .weights import ConfigSpec, build_model, check_config_agrees, read_state_dict
 from .config import ACTIVATIONS, ModelConfig, load_model_config, mlp_ratio_of
 
 LEGACY_EOS_ID = 2  # HF pools with argmax when the config's eos_token_id is 2
@@ -143,10 +143,7 @@ def import_hf(folder: str | Path, config: ConfigSpec = None) -> ContrastiveModel
                          "CLIPModel folders (model_type 'clip')")
     model_config = config_from_hf(document, source)
     if config is not None:
-        given, found = _flat(load_model_config(config)), _flat(model_config)
-        wrong = [f"{k} {given[k]!r} (file: {found[k]!r})" for k in found if given[k] != found[k]]
-        if wrong:
-            raise ValueError(f"{source}: the given model config contradicts its config.json: {', '.join(wrong)}")
+        check_config_agrees(_flat(load_model_config(config)), _flat(model_config), source, "its config.json")
     state: dict[str, torch.Tensor] = {}
     for path in _weight_files(folder):
         state.update(read_state_dict(path))

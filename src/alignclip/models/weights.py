@@ -31,6 +31,13 @@ def check_shapes(own: dict[str, torch.Size], state: dict[str, Any], architecture
         raise ValueError(f"{source}: does not fit a {architecture} model ({'; '.join(parts)})")
 
 
+def check_config_agrees(given: dict[str, Any], found: dict[str, Any], source: str, where: str) -> None:
+    """One-line error naming every field where a user's model config contradicts what the file fixes."""
+    wrong = [f"{k} {given[k]!r} (file: {v!r})" for k, v in found.items() if given[k] != v]
+    if wrong:
+        raise ValueError(f"{source}: the given model config contradicts {where}: {', '.join(wrong)}")
+
+
 def load_state_dict_strict(model: ContrastiveModel, state: dict[str, torch.Tensor], source: str) -> None:
     check_shapes({k: v.shape for k, v in model.state_dict().items()}, state, model.architecture, source)
     model.load_state_dict(state)
@@ -75,7 +82,6 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return strip_prefix(data)
 
 
-read_torch_state_dict = read_state_dict  # the older name
 
 
 def _is_torchscript(path: Path) -> bool:

@@ -2,23 +2,20 @@
 
 Why dataclasses and not argparse flags (open_clip's way): the same object is built by the CLI, by a YAML/TOML file
 and by Python callers (the demo), every value is type-checked against its field, and the resolved config is written
-next to the checkpoints so that ``--resume`` continues with exactly what was trained.
-
-Longer than our usual files because it still holds the generic dotted-key override engine (``update``,
-``set_value``, ``_coerce``); moving that into its own module is open work (issue 10).
+next to the checkpoints so that ``--resume`` continues with exactly what was trained. The generic dotted-key engine
+is training/overrides.py; this file holds the schema, its checks, the recipes and the one layering order.
 """
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
 import yaml
+
+from .overrides import lookup, markdown_table, parse_override, plain, read_config_file, set_value, update, values
 
 METHODS = ("clip", "sharedclip", "alignclip")
 MAX_SEED = 2**32 - 1  # seeds feed numpy (32 bit) and derived torch seeds (seed * 100_003 + epoch must fit 64 bits)
@@ -29,103 +26,116 @@ RESUME_FIXED = ("method", "model.preset", "model.architecture", "model.init_from
 # two-tower model too (post-training a CLIP someone already has); SharedCLIP *is* the shared architecture.
 METHOD_ARCHITECTURES = {"clip": ("clip",), "sharedclip": ("shared",), "alignclip": ("shared", "clip")}
 METHOD_ARCHITECTURE = {method: archs[0] for method, archs in METHOD_ARCHITECTURES.items()}
-# `alignclip train --recipe NAME`: overrides applied over the defaults, below --config, flags and --set.
+# `alignclip train --recipe NAME`: a layer of overrides (its place in the order: resolve_config).
 RECIPES: dict[str, dict[str, Any]] = {
-    # Post-training an already trained CLIP (model.init_from) with IMSep: a lower lr than from scratch so the
-    # learned features are kept, a short warm-up, and full-strength separation from the start (the embeddings are
-    # already aligned, so there is nothing for a beta ramp to wait for). README: "Close the gap of the CLIP you
-    # already have".
+    # Post-training an already trained CLIP (model.init_from) with IMSep: a lower lr than from scratch so the learned
+    # features are kept, a short warm-up, and full-strength separation from the start (the embeddings are already
+    # aligned: nothing for a beta ramp to wait for). README: "Close the gap of the CLIP you already have".
     "posttrain": {"method": "alignclip", "loss.weighting": "negatives", "loss.beta": 0.5,
                   "loss.separation_warmup_steps": 0, "optim.lr": 2e-4, "optim.warmup_steps": 10},
 }
 
 
+def setting(default: Any, help: str) -> Any:
+    """A config field with its help text as metadata: reference_table() (the README table) reads it from here."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class ModelSection:
-    preset: str = "tiny"  # preset name (tiny, small, ViT-B-16, ...) or a path to a JSON model config
-    architecture: Literal["clip", "shared"] | None = None  # None: derived from `method` (or from `init_from`)
+    preset: str = setting("tiny", "preset name (tiny, small, ViT-B-16, ...) or a path to a JSON model config")
+    architecture: Literal["clip", "shared"] | None = setting(None, "None: derived from `method` (or from `init_from`)")
     # Post-training: weights only (fresh optimizer and schedule); the checkpoint fixes architecture and model config.
-    init_from: str | None = None  # start from these weights: any checkpoint alignclip.load_checkpoint reads
-    init_config: str | None = None  # how to read init_from: preset, JSON, open_clip JSON or open_clip model name
+    init_from: str | None = setting(None, "start from these weights: any checkpoint alignclip.load_checkpoint reads")
+    init_config: str | None = setting(
+        None, "how to read init_from: preset, JSON, open_clip JSON or open_clip model name")
 
 
 @dataclass
 class DataSection:
-    train: str = "synthetic"  # "synthetic", "csv:PATH", "tsv:PATH", "captions:DIR" or "wds:PATTERN" (pipe:, http://)
-    csv_image_key: str = "filepath"  # open_clip's --csv-img-key
-    csv_caption_key: str = "title"  # open_clip's --csv-caption-key
-    csv_separator: str = "\t"  # open_clip's --csv-separator
+    train: str = setting(
+        "synthetic", '"synthetic", "csv:PATH", "tsv:PATH", "captions:DIR" or "wds:PATTERN" (pipe:, http://)')
+    csv_image_key: str = setting("filepath", "open_clip's --csv-img-key")
+    csv_caption_key: str = setting("title", "open_clip's --csv-caption-key")
+    csv_separator: str | None = setting(None, "null: tsv: reads tabs, csv: detects the delimiter from the header "
+                                              "line (, TAB ; |); set it to force one (open_clip's --csv-separator)")
     # wds: open_clip's --train-num-samples; null counts local shards' samples and is an error for remote ones.
     # csv/folder: only the first N rows/files (null: all).
-    num_samples: int | None = None  # synthetic: dataset size (null: 8192); wds: samples per epoch (null: counted)
-    synthetic_seed: int = 0  # which synthetic dataset (its content), independent of the training seed
-    workers: int = 2  # DataLoader worker processes per rank
-    max_skip_fraction: float = 0.05  # stop when more than this fraction of samples was unreadable
+    num_samples: int | None = setting(
+        None, "synthetic: dataset size (null: 8192); wds: samples per epoch (null: counted)")
+    synthetic_seed: int = setting(0, "which synthetic dataset (its content), independent of the training seed")
+    workers: int = setting(2, "DataLoader worker processes per rank")
+    max_skip_fraction: float = setting(0.05, "stop when more than this fraction of samples was unreadable")
 
 
 @dataclass
 class LossSection:
-    alpha: float = 1.0  # weight of the contrastive (CLIP) term in AlignCLIPLoss
-    beta: float = 0.5  # weight of the intra-modality separation term (IMSep)
-    separate_text: bool = True  # IMSep between captions
-    separate_image: bool = True  # IMSep between images (weights still from the captions)
-    weighting: Literal["logits", "negatives"] = "logits"  # logits: the paper; negatives: weights in the softmax denominator
+    alpha: float = setting(1.0, "weight of the contrastive (CLIP) term in AlignCLIPLoss")
+    beta: float = setting(0.5, "weight of the intra-modality separation term (IMSep)")
+    separate_text: bool = setting(True, "IMSep between captions")
+    separate_image: bool = setting(True, "IMSep between images (weights still from the captions)")
+    weighting: Literal["logits", "negatives"] = setting(
+        "logits", "logits: the paper; negatives: weights in the softmax denominator")
     # A ramp lets contrastive learning start first: at constant beta the paper's IMSep collapses short runs on
     # near-synonymous captions (the synthetic data). 0 is the paper's constant beta.
-    separation_warmup_steps: int = 100  # beta ramps linearly from 0 to `beta` over these steps (0: constant beta)
-    local_loss: bool = False  # open_clip's --local-loss: logits of local rows against the global batch only
-    semantic_model: str | None = None  # sentence-transformers name/path; None: the bundled all-MiniLM-L6-v2
-    semantic_cache_dir: str | None = None  # caption-embedding disk cache; None: the encoder's default
+    separation_warmup_steps: int = setting(
+        100, "beta ramps linearly from 0 to `beta` over these steps (0: constant beta)")
+    local_loss: bool = setting(False, "open_clip's --local-loss: logits of local rows against the global batch only")
+    semantic_model: str | None = setting(None, "sentence-transformers name/path; None: the bundled all-MiniLM-L6-v2")
+    semantic_cache_dir: str | None = setting(None, "caption-embedding disk cache; None: the encoder's default")
 
 
 @dataclass
 class OptimSection:
-    lr: float = 5e-4  # peak learning rate (AdamW)
-    weight_decay: float = 0.2  # not applied to gains, biases, embeddings, class token, logit_scale
-    betas: tuple[float, float] = (0.9, 0.98)  # AdamW betas (CLIP's)
-    eps: float = 1e-6  # AdamW epsilon
-    warmup_steps: int = 50  # linear warm-up, then cosine decay to 0 (per optimizer step)
-    schedule: Literal["cosine", "constant"] = "cosine"  # after the warm-up
-    grad_clip: float | None = None  # max global grad norm (open_clip's --grad-clip-norm)
-    batch_size: int = 64  # GLOBAL samples per optimizer step (all ranks, all accumulation micro-batches)
-    accum_freq: int = 1  # micro-batches per optimizer step (gradient accumulation)
-    epochs: int = 2  # passes over the data (when `steps` is null)
-    steps: int | None = None  # when set, train exactly this many optimizer steps (epochs is then ignored)
+    lr: float = setting(5e-4, "peak learning rate (AdamW)")
+    weight_decay: float = setting(0.2, "not applied to gains, biases, embeddings, class token, logit_scale")
+    betas: tuple[float, float] = setting((0.9, 0.98), "AdamW betas (CLIP's)")
+    eps: float = setting(1e-6, "AdamW epsilon")
+    warmup_steps: int = setting(50, "linear warm-up, then cosine decay to 0 (per optimizer step)")
+    schedule: Literal["cosine", "constant"] = setting("cosine", "after the warm-up")
+    grad_clip: float | None = setting(None, "max global grad norm (open_clip's --grad-clip-norm)")
+    batch_size: int = setting(64, "GLOBAL samples per optimizer step (all ranks, all accumulation micro-batches)")
+    accum_freq: int = setting(1, "micro-batches per optimizer step (gradient accumulation)")
+    epochs: int = setting(2, "passes over the data (when `steps` is null)")
+    steps: int | None = setting(None, "when set, train exactly this many optimizer steps (epochs is then ignored)")
 
 
 @dataclass
 class RuntimeSection:
-    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: fp32 on CPU, bf16 AMP (else fp16) on GPU
-    compile: bool = False  # torch.compile the model
-    threads: int | None = None  # torch CPU threads per process; None: torch's default (one per core)
-    seed: int = 0  # weights, data order (with the epoch) and every RNG; 0 to 2**32 - 1
-    dist_timeout_s: float = 600.0  # DDP: seconds a rank waits for the others (joining, or any collective)
+    device: Literal["auto", "cpu", "cuda"] = setting("auto", "auto: cuda when available")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = setting(
+        "auto", "auto: fp32 on CPU, bf16 AMP (else fp16) on GPU")
+    compile: bool = setting(False, "torch.compile the model")
+    threads: int | None = setting(None, "torch CPU threads per process; None: torch's default (one per core)")
+    seed: int = setting(0, "weights, data order (with the epoch) and every RNG; 0 to 2**32 - 1")
+    dist_timeout_s: float = setting(600.0, "DDP: seconds a rank waits for the others (joining, or any collective)")
 
 
 @dataclass
 class LoggingSection:
-    out: str = "runs"  # root folder of run directories
-    name: str | None = None  # run directory name; None: a new timestamped folder (never reuses one)
-    log_every: int = 10  # optimizer steps between metric log lines
-    progress: bool = True  # tqdm progress bar (rank 0)
-    tensorboard: bool = True  # TensorBoard event files in <run>/tensorboard
-    checkpoint_every: int = 100  # optimizer steps between checkpoints (0: only at the end)
-    keep_last: int = 3  # checkpoints kept on disk (0: keep all)
-    collapse_threshold: float = 0.9  # warn when the mean intra-modal cosine exceeds this (collapsing embedding)
+    out: str = setting("runs", "root folder of run directories")
+    name: str | None = setting(None, "run directory name; None: a new timestamped folder (never reuses one)")
+    log_every: int = setting(10, "optimizer steps between metric log lines")
+    progress: bool = setting(True, "tqdm progress bar (rank 0)")
+    tensorboard: bool = setting(True, "TensorBoard event files in <run>/tensorboard")
+    checkpoint_every: int = setting(100, "optimizer steps between checkpoints (0: only at the end)")
+    keep_last: int = setting(3, "checkpoints kept on disk (0: keep all)")
+    collapse_threshold: float = setting(
+        0.9, "collapse warning: an intra-modal cosine above this for 5 logs after warm-up, not falling")
 
 
 @dataclass
 class TrainConfig:
-    method: Literal["clip", "sharedclip", "alignclip"] = "alignclip"  # clip | sharedclip | alignclip
+    method: Literal["clip", "sharedclip", "alignclip"] = setting("alignclip", "clip | sharedclip | alignclip")
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
     loss: LossSection = field(default_factory=LossSection)
     optim: OptimSection = field(default_factory=OptimSection)
     runtime: RuntimeSection = field(default_factory=RuntimeSection)
     logging: LoggingSection = field(default_factory=LoggingSection)
-    resume: str | None = None  # "latest", a run directory or a checkpoint directory
-    resume_allow_changes: bool = False  # let a resume change what is trained (method, model, data): see RESUME_FIXED
+    resume: str | None = setting(None, '"latest", a run directory or a checkpoint directory')
+    resume_allow_changes: bool = setting(
+        False, "let a resume change what is trained (method, model, data): see RESUME_FIXED")
 
     @property
     def architecture(self) -> str:
@@ -138,12 +148,14 @@ class TrainConfig:
         return Path(self.model.init_from or self.model.preset).stem
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(dataclasses.asdict(self))
+        return plain(dataclasses.asdict(self))
 
     def validate(self) -> "TrainConfig":
         """Cross-field checks that a single field's type cannot express."""
-        o, d, lg, ls = self.optim, self.data, self.logging, self.loss
-        checks = [
+        o, d, lg, ls, r = self.optim, self.data, self.logging, self.loss, self.runtime
+        checks = [(all(math.isfinite(v) for v in _floats(value)), key, value, "must be finite")
+                  for key, value in values(self)]  # first: nan fails every comparison with a vaguer reason
+        checks += [
             (o.lr > 0, "optim.lr", o.lr, "must be > 0"),
             (o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "must be >= 0"),
             (all(0 <= b < 1 for b in o.betas), "optim.betas", o.betas, "must be in [0, 1)"),
@@ -167,15 +179,11 @@ class TrainConfig:
             (lg.checkpoint_every >= 0, "logging.checkpoint_every", lg.checkpoint_every, "must be >= 0"),
             (lg.keep_last >= 0, "logging.keep_last", lg.keep_last, "must be >= 0"),
             (bool(d.train.strip()), "data.train", d.train, "must not be empty"),
-            (self.runtime.threads is None or self.runtime.threads >= 1, "runtime.threads", self.runtime.threads,
-             "must be >= 1 or null"),
+            (r.threads is None or r.threads >= 1, "runtime.threads", r.threads, "must be >= 1 or null"),
+            (0 <= r.seed <= MAX_SEED, "runtime.seed", r.seed, "must be in [0, 2**32 - 1]"),
+            (0 <= d.synthetic_seed <= MAX_SEED, "data.synthetic_seed", d.synthetic_seed, "must be in [0, 2**32 - 1]"),
+            (r.dist_timeout_s > 0, "runtime.dist_timeout_s", r.dist_timeout_s, "must be > 0"),
         ]
-        checks[:0] = [(all(math.isfinite(v) for v in _numbers(value)), key, value, "must be finite")
-                      for key, value in _values(self)]  # first: nan fails every comparison with a vaguer reason
-        checks += [(0 <= seed <= MAX_SEED, key, seed, "must be in [0, 2**32 - 1]")
-                   for key, seed in (("runtime.seed", self.runtime.seed), ("data.synthetic_seed", d.synthetic_seed))]
-        checks.append((self.runtime.dist_timeout_s > 0, "runtime.dist_timeout_s", self.runtime.dist_timeout_s,
-                       "must be > 0"))
         for ok, key, value, why in checks:
             if not ok:
                 raise ValueError(f"bad value for '{key}': {value!r} ({why})")
@@ -190,14 +198,13 @@ class TrainConfig:
         return self
 
 
+def _floats(value: Any) -> list[float]:  # ints and bools are always finite; tuples (optim.betas) hold floats
+    return [v for v in (value if isinstance(value, (list, tuple)) else [value]) if isinstance(v, float)]
+
+
 def changed_settings(saved: Mapping[str, Any], config: TrainConfig) -> list[str]:
     """'key: old -> new' for each RESUME_FIXED setting that differs between a checkpoint's saved config (a dict, as
     TrainConfig.to_dict wrote it) and `config`; the architecture is compared as resolved from the method."""
-    def lookup(data: Mapping[str, Any], key: str) -> Any:
-        for part in key.split("."):
-            data = data.get(part) if isinstance(data, Mapping) else None  # type: ignore[assignment]
-        return data
-
     new = config.to_dict()
     old_arch = lookup(saved, "model.architecture") or METHOD_ARCHITECTURE.get(saved.get("method"), None)
     changes = []
@@ -220,12 +227,52 @@ def check_architecture(method: str, architecture: str, what: str) -> None:
     raise ValueError(f"{what} {architecture!r}, which method {method!r} cannot train ({why}; use method {fits})")
 
 
-# ---------------------------------------------------------------------------------------------------- building
+def resolve_config(file: str | Path | None = None, recipe: str | None = None, flags: Mapping[str, Any] | None = None,
+                   overrides: Sequence[str] = (), resume: str | None = None) -> TrainConfig:
+    """A run's config, in one order (later wins): defaults < the resumed run's saved config.yaml < RECIPES[recipe]
+    < file < flags (a {"a.b": value} mapping) < overrides ("a.b=value" strings).
+
+    `resume` (or a `resume` set by the layers): "latest", a run or a checkpoint folder. A first pass over the layers
+    gives the logging.out/name that checkpoint.resolve_resume needs; the result's `resume` is the checkpoint folder.
+    The saved config is checked alone first, so its errors name the file; its resume_allow_changes is dropped (a
+    permission for one resume, not for every later one)."""
+    if recipe is not None and recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r} (known: {', '.join(sorted(RECIPES))})")
+    layers = [(f"recipe {recipe}", RECIPES[recipe] if recipe else {}),
+              (str(file), read_config_file(file) if file is not None else {}), ("flags", dict(flags or {}))]
+
+    def layered(config: TrainConfig) -> TrainConfig:
+        for source, data in layers:
+            update(config, data, source)
+        for item in overrides:
+            set_value(config, *parse_override(item), from_text=True)
+        return config
+
+    config = layered(TrainConfig())
+    resume = resume or config.resume
+    if not resume:
+        return config.validate()
+    from .checkpoint import resolve_resume  # torch: imported only when resuming, to keep `--help` fast
+    checkpoint = resolve_resume(resume, config.logging.out, config.logging.name)
+    saved = checkpoint.parent.parent / "config.yaml"
+    if saved.is_file():  # the resumed run's own settings, then whatever was given explicitly now
+        settings = read_config_file(saved)
+        if not settings:
+            raise ValueError(f"{saved}: empty config of the resumed run (expected its settings, as written)")
+        settings.pop("resume_allow_changes", None)
+        try:
+            base = from_dict(settings, str(saved))
+        except ValueError as e:
+            raise ValueError(f"{saved}: {e}") from None
+        config = layered(base)
+    config.resume = str(checkpoint)
+    return config.validate()
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] | Mapping[str, Any] = (),
                 base: TrainConfig | Mapping[str, Any] | None = None) -> TrainConfig:
-    """defaults (or `base`) <- YAML/TOML file <- overrides ("a.b=value" strings or a {"a.b": value} mapping)."""
+    """defaults (or `base`) <- YAML/TOML file <- overrides ("a.b=value" strings or a {"a.b": value} mapping); what
+    resolve_config (the CLI's) adds: recipes, flags and the resumed run's settings."""
     config = from_dict(base) if isinstance(base, Mapping) else (base or TrainConfig())
     if path is not None:
         update(config, read_config_file(path), source=str(path))
@@ -233,8 +280,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] | Mappi
         update(config, dict(overrides), source="overrides")
     else:
         for item in overrides:
-            key, value = parse_override(item)
-            set_value(config, key, value, from_text=True)
+            set_value(config, *parse_override(item), from_text=True)
     return config.validate()
 
 
@@ -244,233 +290,10 @@ def from_dict(data: Mapping[str, Any], source: str = "config") -> TrainConfig:
     return config.validate()
 
 
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    text = path.read_text()
-    if path.suffix == ".toml":
-        try:
-            import tomllib
-        except ModuleNotFoundError:  # Python 3.10
-            import tomli as tomllib  # type: ignore[no-redef]
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as e:
-            raise ValueError(f"{path}: invalid TOML ({e})") from None
-    elif path.suffix in (".yaml", ".yml", ".json"):
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as e:
-            raise ValueError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
-    else:
-        raise ValueError(f"{path}: config files must end in .yaml, .yml, .json or .toml")
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping of config sections, got {type(data).__name__}")
-    return data
-
-
 def save_config(config: TrainConfig, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
-def update(config: TrainConfig, data: Mapping[str, Any], source: str = "config", prefix: str = "") -> None:
-    """Apply a nested (or dotted-key) mapping; sections recurse, leaves are type-checked."""
-    for key, value in data.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping) and _is_section(dotted):
-            update(config, value, source, prefix=dotted + ".")
-        else:
-            set_value(config, dotted, value)
-
-
-def parse_override(item: str) -> tuple[str, str]:
-    key, sep, value = item.partition("=")
-    if not sep or not key.strip():
-        raise ValueError(f"bad override {item!r}: expected KEY=VALUE, e.g. optim.lr=1e-3")
-    return key.strip(), value
-
-
-def set_value(config: TrainConfig, key: str, value: Any, from_text: bool = False) -> None:
-    """Set one dotted key; `from_text` parses the value with yaml.safe_load (raw text kept for str fields)."""
-    owner, name, hint = _resolve(config, key)
-    if from_text:
-        value = _parse_text(value, hint)
-    setattr(owner, name, _coerce(key, value, hint))
-
-
-def all_keys() -> list[str]:
-    return [key for key, _ in _walk(TrainConfig)]
-
-
-# ---------------------------------------------------------------------------------------------------- internals
-
-
-def _walk(cls: type, prefix: str = "") -> list[tuple[str, Any]]:
-    out = []
-    for f in dataclasses.fields(cls):
-        hint = typing.get_type_hints(cls)[f.name]
-        if dataclasses.is_dataclass(hint):
-            out += _walk(hint, f"{prefix}{f.name}.")
-        else:
-            out.append((f"{prefix}{f.name}", hint))
-    return out
-
-
-def _values(config: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    """(dotted key, value) of every leaf of a config object."""
-    out = []
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        out += _values(value, f"{prefix}{f.name}.") if dataclasses.is_dataclass(value) else [(prefix + f.name, value)]
-    return out
-
-
-def _numbers(value: Any) -> list[float]:
-    """The floats in a leaf value (tuples such as optim.betas included); ints and bools are always finite."""
-    items = value if isinstance(value, (list, tuple)) else [value]
-    return [v for v in items if isinstance(v, float)]
-
-
-def _is_section(key: str) -> bool:
-    return any(k.startswith(key + ".") for k in all_keys())
-
-
-def _resolve(config: TrainConfig, key: str) -> tuple[Any, str, Any]:
-    owner: Any = config
-    parts = key.split(".")
-    for i, part in enumerate(parts):
-        hints = typing.get_type_hints(type(owner))
-        if part not in hints:
-            close = difflib.get_close_matches(key, all_keys(), n=1, cutoff=0.6) or \
-                [k for k in all_keys() if k.rsplit(".", 1)[-1] == parts[-1]][:1]
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ValueError(f"unknown config key '{key}'{hint}")
-        if i == len(parts) - 1:
-            if dataclasses.is_dataclass(hints[part]):
-                raise ValueError(f"config key '{key}' is a section; set one of its keys, e.g. '{key}."
-                                 f"{dataclasses.fields(hints[part])[0].name}'")
-            return owner, part, hints[part]
-        if not dataclasses.is_dataclass(hints[part]):
-            raise ValueError(f"unknown config key '{key}' ('{'.'.join(parts[:i + 1])}' is not a section)")
-        owner = getattr(owner, part)
-    raise AssertionError("unreachable")
-
-
-def _is_optional(hint: Any) -> tuple[bool, Any]:
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if len(args) < len(typing.get_args(hint)):
-            return True, args[0] if len(args) == 1 else typing.Union[tuple(args)]
-    return False, hint
-
-
-def _parse_text(text: str, hint: Any) -> Any:
-    optional, inner = _is_optional(hint)
-    if optional and text.strip() in ("null", "None", "~", ""):
-        return None
-    if inner is str:
-        return text  # keep paths and names verbatim ("2024", "on" or "1e3" stay strings)
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
-def _describe(hint: Any) -> str:
-    optional, inner = _is_optional(hint)
-    if typing.get_origin(inner) is Literal:
-        text = "one of " + ", ".join(map(str, typing.get_args(inner)))
-    elif typing.get_origin(inner) is tuple:
-        text = "a list of " + ", ".join(getattr(a, "__name__", str(a)) for a in typing.get_args(inner))
-    else:
-        text = getattr(inner, "__name__", str(inner))
-    return text + (" or null" if optional else "")
-
-
-def _coerce(key: str, value: Any, hint: Any) -> Any:
-    optional, inner = _is_optional(hint)
-    bad = ValueError(f"bad value for '{key}': {value!r} (expected {_describe(hint)})")
-    if value is None:
-        if optional:
-            return None
-        raise bad
-    origin = typing.get_origin(inner)
-    if origin is Literal:
-        if value not in typing.get_args(inner):
-            raise bad
-        return value
-    if origin is tuple:
-        args = typing.get_args(inner)
-        if not isinstance(value, (list, tuple)) or len(value) != len(args):
-            raise bad
-        return tuple(_coerce(key, v, a) for v, a in zip(value, args))
-    if inner is bool:
-        if not isinstance(value, bool):
-            raise bad
-        return value
-    if inner is int:
-        if isinstance(value, str):  # YAML 1.1 reads "1e4" as a string
-            value = _number(value, bad)
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():  # 1e4 from YAML is a float
-                return int(value)
-            raise bad
-        return value
-    if inner is float:
-        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
-            value = _number(value, bad)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad
-        return float(value)
-    if inner is str:
-        if not isinstance(value, str):
-            raise bad
-        return value
-    raise TypeError(f"config key '{key}' has an unsupported type {hint!r}")  # pragma: no cover
-
-
-def _number(text: str, bad: ValueError) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise bad from None
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
 def reference_table() -> str:
-    """The Markdown config reference (key, default, meaning), read off the dataclasses and their comments; the
-    README embeds it and a test keeps the two identical."""
-    import inspect
-    import re
-
-    rows = ["| key | default | meaning |", "|---|---|---|"]
-
-    def comments(cls: type) -> dict[str, str]:
-        found = {}
-        for line in inspect.getsource(cls).splitlines():
-            match = re.match(r"\s+(\w+):[^#]*?(?:#\s*(.*))?$", line)
-            if match and match.group(2):
-                found[match.group(1)] = match.group(2).strip()
-        return found
-
-    def walk(cls: type, prefix: str) -> None:
-        notes = comments(cls)
-        for f in dataclasses.fields(cls):
-            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-            if dataclasses.is_dataclass(default):
-                walk(type(default), f"{prefix}{f.name}.")
-                continue
-            shown = yaml.safe_dump(_plain(default), default_flow_style=True).strip().removesuffix("\n...")
-            note = notes.get(f.name, "").replace("|", "\\|")
-            rows.append(f"| `{prefix}{f.name}` | `{shown}` | {note} |")
-
-    walk(TrainConfig, "")
-    return "\n".join(rows)
+    """The README's config reference, from each field's default and help text; a test keeps the two identical."""
+    return markdown_table(TrainConfig)

@@ -63,18 +63,27 @@ def _worker_init(worker_id: int) -> None:
 
 
 def build_train_dataset(config: TrainConfig, image_size: int, info: DistInfo) -> Dataset:
-    from alignclip.data.sources import build_dataset, parse_spec
+    from alignclip.data.sources import build_dataset
+    from alignclip.data.spec import with_csv_settings
 
-    d = config.data
-    kind, _ = parse_spec(d.train)
-    options: dict[str, Any] = {}
-    if kind in ("csv", "tsv"):
-        options = {"image_key": d.csv_image_key, "caption_key": d.csv_caption_key,
-                   "sep": None if kind == "tsv" else d.csv_separator}
+    d = config.data  # csv_separator null/"auto": tsv reads tabs, csv detects (the one rule: data.spec.csv_separator)
+    spec = with_csv_settings(d.train, d.csv_image_key, d.csv_caption_key, d.csv_separator)
+    kind = spec.kind
     seed = d.synthetic_seed if kind == "synthetic" else config.runtime.seed
-    return build_dataset(d.train, image_size=image_size, train=True,
+    return build_dataset(spec, image_size=image_size, train=True,
                          num_samples=SYNTHETIC_SIZE if kind == "synthetic" and d.num_samples is None else d.num_samples,
-                         seed=seed, rank=info.rank, world_size=info.world_size, **options)
+                         seed=seed, rank=info.rank, world_size=info.world_size)
+
+
+MIN_SAMPLES_FOR_SKIP_CHECK = 256  # judge the unreadable fraction only once it means something
+
+
+def check_skip_fraction(skipped: int, attempted: int, limit: float) -> None:
+    """Stop a run whose data is mostly unreadable (all ranks' counts): one line saying what to check."""
+    if attempted >= MIN_SAMPLES_FOR_SKIP_CHECK and skipped / attempted > limit:
+        raise ValueError(f"{skipped} of {attempted} samples ({skipped / attempted:.1%}) were unreadable, above "
+                         f"data.max_skip_fraction={limit}: check the dataset (paths, corrupt files, empty captions) "
+                         "or raise the limit")
 
 
 def is_map_style(dataset: Dataset) -> bool:

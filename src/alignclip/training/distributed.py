@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from alignclip.losses.distributed import dist_ready
+
 
 class DistributedTimeout(RuntimeError):
     """Another rank did not answer within runtime.dist_timeout_s (stalled, crashed or unreachable)."""
@@ -42,7 +44,8 @@ def env_info() -> DistInfo:
     return DistInfo()
 
 
-def resolve_device(requested: str, info: DistInfo) -> torch.device:
+def device_for_rank(requested: str, info: DistInfo) -> torch.device:
+    """runtime.device for this process: CPU, or the CUDA device of its local rank (one process per device)."""
     if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
@@ -55,7 +58,7 @@ def init_distributed(info: DistInfo, device: torch.device, timeout_s: float = 60
 
     `timeout_s` bounds the rendezvous and every later collective (gloo's default is 30 minutes, so one stalled rank
     used to hang the whole job silently)."""
-    if not info.enabled or (dist.is_available() and dist.is_initialized()):
+    if not info.enabled or dist_ready():
         return
     if "MASTER_ADDR" not in os.environ or "MASTER_PORT" not in os.environ:
         raise ValueError(f"distributed run (world size {info.world_size}) needs MASTER_ADDR and MASTER_PORT; "
@@ -75,7 +78,7 @@ def init_distributed(info: DistInfo, device: torch.device, timeout_s: float = 60
 
 def is_timeout(error: BaseException) -> bool:
     """A collective that waited past the process group's timeout (gloo raises a bare RuntimeError saying so)."""
-    return dist.is_available() and dist.is_initialized() and "timed out" in str(error).lower()
+    return dist_ready() and "timed out" in str(error).lower()
 
 
 def first_line(error: BaseException) -> str:
@@ -84,19 +87,19 @@ def first_line(error: BaseException) -> str:
 
 
 def cleanup_distributed() -> None:
-    if dist.is_available() and dist.is_initialized():
+    if dist_ready():
         dist.barrier()
         dist.destroy_process_group()
 
 
 def barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
+    if dist_ready():
         dist.barrier()
 
 
 def all_reduce(values: list[float], device: torch.device, op: str = "sum") -> list[float]:
     """Reduce a few Python scalars across ranks (one collective); identity when not distributed."""
-    if not (dist.is_available() and dist.is_initialized()):
+    if not dist_ready():
         return list(values)
     tensor = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(tensor, op={"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}[op])
@@ -104,7 +107,7 @@ def all_reduce(values: list[float], device: torch.device, op: str = "sum") -> li
 
 
 def broadcast_object(obj: object, src: int = 0) -> object:
-    if not (dist.is_available() and dist.is_initialized()):
+    if not dist_ready():
         return obj
     holder = [obj]
     dist.broadcast_object_list(holder, src=src)

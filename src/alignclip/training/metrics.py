@@ -1,12 +1,20 @@
-"""What a run writes as it goes: metrics.jsonl (one JSON object per log step), TensorBoard events, run folders."""
+"""What a run writes as it goes: metrics.jsonl (one JSON object per log step), TensorBoard events, run folders, and
+the window of per-step values that one log line averages."""
 from __future__ import annotations
 
 import json
 import math
-import time
+import shutil
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
+
+import torch
+import torch.distributed as dist
+
+from alignclip.fileio import timestamp, unique_dir
+
+from .distributed import all_reduce, dist_ready
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -21,15 +29,7 @@ def new_run_dir(out_root: str | Path, name: str | None, method: str, preset: str
                              f"(and --set logging.name={name}), or pick another logging.name")
         run_dir.mkdir(parents=True, exist_ok=True)
         return run_dir
-    stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{method}-{Path(preset).stem}"
-    for i in range(1000):
-        run_dir = root / (stem if i == 0 else f"{stem}-{i}")
-        try:
-            run_dir.mkdir(parents=True, exist_ok=False)  # exist_ok=False: two runs started together never share
-            return run_dir
-        except FileExistsError:
-            continue
-    raise RuntimeError(f"could not create a new run directory under {root}")  # pragma: no cover
+    return unique_dir(root, f"{timestamp()}-{method}-{Path(preset).stem}")
 
 
 def _jsonable(value: Any) -> Any:
@@ -88,7 +88,67 @@ class MetricsLogger:
             self.writer.close()
 
 
+class MetricsWindow:
+    """On-device running sums of the logged values between two log lines, so a step needs no host sync on GPU, and
+    the non-finite flag of those steps; `reduce` brings the means to the host in one collective."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._sums: dict[str, torch.Tensor] = {}
+        self._steps = self.first_step = self.last_step = 0
+        self._flag: torch.Tensor | None = None  # a non-finite loss in this window (GPU: unknown until synced)
+
+    def add(self, step: int, values: Mapping[str, torch.Tensor], nonfinite: torch.Tensor | None = None) -> None:
+        if self._steps == 0:
+            self.first_step = step
+        for name, value in values.items():
+            value = value.detach().float()
+            self._sums[name] = self._sums[name] + value if name in self._sums else value
+        if nonfinite is not None:
+            self._flag = nonfinite if self._flag is None else self._flag | nonfinite
+        self._steps += 1
+        self.last_step = step
+
+    def reduce(self) -> tuple[dict[str, float], bool]:
+        """(means of the window's values averaged over ranks, whether any rank saw a non-finite loss); resets."""
+        names = sorted(self._sums)
+        values = [self._sums[n] / max(1, self._steps) for n in names]
+        flag = self._flag.float() if self._flag is not None else torch.zeros((), device=self.device)
+        packed = torch.stack(values + [flag]).double() if values else flag.double().reshape(1)
+        if dist_ready():
+            dist.all_reduce(packed)
+            packed[:-1] /= dist.get_world_size()
+        host = packed.tolist()
+        self._sums, self._steps, self._flag = {}, 0, None
+        return dict(zip(names, host[:-1])), host[-1] > 0
+
+    def nonfinite_seen(self) -> bool:
+        """Bring the window's non-finite flag to the host without resetting it (every rank calls this together)."""
+        if self._flag is None:
+            return False
+        return all_reduce([float(self._flag.item())], self.device, op="max")[0] > 0
+
+
+def append_bad_samples(run_dir: Path, rank: int, step: int, bad: list[tuple[str, str]]) -> None:
+    """Name every skipped sample (step, source, reason) in <run>/bad_samples.tsv, one file per rank beyond 0, so a
+    user can find and fix them; appended as they come, so a killed run keeps what it saw."""
+    name = "bad_samples.tsv" if rank == 0 else f"bad_samples.rank{rank}.tsv"
+    with open(run_dir / name, "a", encoding="utf-8") as f:
+        for source, reason in bad:
+            f.write(f"{step}\t{source}\t{' '.join(str(reason).split())}\n")
+
+
+def discard_if_unused(run_dir: Path) -> None:
+    """Remove a run folder that holds nothing worth keeping yet (no checkpoint, no logged step)."""
+    from .checkpoint import latest_checkpoint
+
+    logged = run_dir / METRICS_FILE
+    if latest_checkpoint(run_dir / "checkpoints") is None and not (logged.is_file() and logged.stat().st_size > 0):
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The records of a run's metrics.jsonl as written (demo/curves.py reads older files' names too)."""
     path = Path(run_dir) / METRICS_FILE
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
@@ -96,7 +156,7 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
 def format_postfix(record: dict[str, Any]) -> dict[str, str]:
     """The progress-bar summary: loss terms, temperature and the in-batch gap diagnostics."""
     names = [("loss", "loss"), ("contrastive_loss", "clip"), ("separation_loss", "sep"), ("logit_scale", "scale"),
-             ("paired_cosine", "pair"), ("centroid_distance", "gap"), ("image_cosine", "img"),
+             ("paired_cosine", "pair"), ("l2m", "l2m"), ("image_cosine", "img"),
              ("text_cosine", "txt")]
     out = {short: f"{record[key]:.3g}" for key, short in names if key in record}
     if "samples_per_second" in record:

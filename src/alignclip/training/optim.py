@@ -46,24 +46,26 @@ def lr_at(step: int, base_lr: float, warmup_steps: int, total_steps: int, schedu
 
 
 class CosineSchedule:
-    """Sets the lr of every param group before each step. Only the step is state: the shape of the schedule
-    comes from the config, so a resumed run that asks for more steps stretches the decay instead of ignoring it."""
+    """Sets the lr of every param group before each step. Stateless: the shape of the schedule comes from the config
+    and the step from the trainer, so a resumed run that asks for more steps stretches the decay instead of ignoring
+    it. state_dict is empty; old trainer states holding a "step_num" load fine (it is ignored)."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, base_lr: float, warmup_steps: int, total_steps: int,
                  schedule: str = "cosine") -> None:
         self.optimizer, self.base_lr = optimizer, base_lr
         self.warmup_steps, self.total_steps, self.schedule = warmup_steps, total_steps, schedule
-        self.step_num = 0
+
+    def lr_at(self, step: int) -> float:
+        return lr_at(step, self.base_lr, self.warmup_steps, self.total_steps, self.schedule)
 
     def step(self, step: int) -> float:
-        self.step_num = step
-        lr = lr_at(step, self.base_lr, self.warmup_steps, self.total_steps, self.schedule)
+        lr = self.lr_at(step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         return lr
 
     def state_dict(self) -> dict:
-        return {"step_num": self.step_num}
+        return {}
 
     def load_state_dict(self, state: dict) -> None:
-        self.step_num = int(state["step_num"])
+        """Nothing to restore (older trainer states wrote a step_num that nothing read)."""

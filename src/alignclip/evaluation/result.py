@@ -1,0 +1,104 @@
+"""One result type for every evaluator, and the names a reader sees for tasks and metrics.
+
+Every evaluator returns an `EvalResult`: named scores in `metrics` (what runs are compared on) and bookkeeping in
+`info` (seed, sample counts, the probe's chosen C, ...), kept apart so a report never ranks runs by a seed or a
+sample count. metrics.json stores `to_dict()`; `from_dict` also reads files written before `info` existed.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+# What metrics.json files written before `info` existed kept among the metrics.
+LEGACY_INFO_KEYS = ("num_samples", "num_images", "num_captions", "num_bad_samples", "num_pairs", "num_train",
+                    "num_test", "best_C", "val_top1")
+
+TASK_LABELS = {
+    "zeroshot_classification": "zero-shot classification",
+    "linear_probe": "linear probe (logistic regression on frozen image features)",
+    "retrieval": "retrieval (I→T: image finds one of its captions; T→I: caption finds its image)",
+    "sts": "semantic textual similarity (text encoder only)",
+    "modality_gap": "modality gap (image vs its own caption)",
+    "class_prompt_gap": "image-to-class-prompt gap (not the pair gap: each image vs the prompt of its class)",
+    "data": "data read",
+}
+
+# Short column labels; the full key is the cell's tooltip.
+METRIC_LABELS = {
+    "top1": "top-1", "top5": "top-5", "mean_per_class_recall": "mean per-class recall",
+    "paired_cosine": "paired cos", "unpaired_cosine": "unpaired cos", "image_cosine": "img-img cos",
+    "text_cosine": "txt-txt cos", "rmg": "RMG", "uniformity_image": "uniformity img",
+    "uniformity_text": "uniformity txt",
+    "spearman": "Spearman ρ", "pearson": "Pearson r",
+}
+for _k in (1, 5, 10):
+    METRIC_LABELS[f"text_retrieval_recall@{_k}"] = f"I→T R@{_k}"
+    METRIC_LABELS[f"image_retrieval_recall@{_k}"] = f"T→I R@{_k}"
+
+HIGHER_IS_BETTER = {"top1", "top5", "mean_per_class_recall", "spearman", "pearson", "paired_cosine"}
+LOWER_IS_BETTER = {"l2m", "l2i", "rmg", "separability", "alignment"}
+
+
+def better(metric: str) -> str:
+    """'higher', 'lower' or '' (descriptive only, e.g. intra-modal cosines: no best is marked) for a metric name."""
+    name = metric.rsplit("/", 1)[-1]
+    if name in HIGHER_IS_BETTER or "recall@" in name:
+        return "higher"
+    return "lower" if name in LOWER_IS_BETTER else ""
+
+
+def best_of(values: Mapping[Any, float], direction: str, tolerance: float = 5e-4) -> set[Any]:
+    """Keys of the best value (ties within `tolerance`, the printed precision); none without a direction or with
+    fewer than two values to compare."""
+    if not direction or len(values) < 2:
+        return set()
+    target = (max if direction == "higher" else min)(values.values())
+    return {key for key, value in values.items() if abs(value - target) < tolerance}
+
+
+def metric_label(metric: str) -> str:
+    """Column header: short name plus ↑/↓ when there is a better direction."""
+    arrow = {"higher": " ↑", "lower": " ↓"}.get(better(metric), "")
+    return METRIC_LABELS.get(metric, metric) + arrow
+
+
+@dataclass
+class EvalResult:
+    """Scores of one task on one dataset: metrics are compared across runs, info is bookkeeping."""
+
+    dataset: str
+    task: str
+    metrics: dict[str, float]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return TASK_LABELS.get(self.task, self.task.replace("_", " "))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "task": self.task, "metrics": dict(self.metrics), "info": dict(self.info)}
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any]) -> "EvalResult":
+        """A metrics.json record; older ones kept bookkeeping among the metrics and extra keys beside them."""
+        try:
+            dataset, task, metrics = str(record["dataset"]), str(record["task"]), dict(record["metrics"])
+        except (KeyError, TypeError):
+            raise ValueError(f"not an evaluation result (needs dataset, task, metrics): {str(record)[:80]}") from None
+        info = {k: v for k, v in record.items() if k not in ("dataset", "task", "metrics", "info")}
+        info.update(record.get("info") or {})
+        for key in LEGACY_INFO_KEYS:
+            if key in metrics:
+                info.setdefault(key, metrics.pop(key))
+        return cls(dataset, task, {k: v for k, v in metrics.items() if v is not None}, info)
+
+    def __getitem__(self, key: str) -> Any:
+        """Deprecated dict-style access (result["metrics"]) for code written when evaluators returned dicts."""
+        warnings.warn("EvalResult[...] is deprecated: use the attributes (result.metrics, result.info)",
+                      DeprecationWarning, stacklevel=2)
+        return self.to_dict()[key]
+
+
+def as_result(record: EvalResult | Mapping[str, Any]) -> EvalResult:
+    return record if isinstance(record, EvalResult) else EvalResult.from_dict(record)
