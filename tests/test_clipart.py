@@ -187,6 +187,8 @@ def test_demo_real_data_settings_errors(tmp_path: Path, tree: Path) -> None:
     settings = benchmark_settings(tmp_path / "data", root=tree, seeds=1)
     assert settings.train_data == f"tsv:{tmp_path / 'data' / 'train.tsv'}" and settings.seeds == 1
     assert settings.steps == 500 and settings.batch_size == 64 and settings.validate() is settings
+    by_budget = benchmark_settings(tmp_path / "data", root=tree, budget=6400)  # --budget replaces the fixed steps
+    assert by_budget.steps is None and by_budget.num_steps == 100
 
 
 def test_benchmark_flag_refuses_data_of_its_own(capsys) -> None:

@@ -13,7 +13,7 @@ EPILOG = """examples:
   alignclip demo --quick              # a < 2 minute smoke test of the whole pipeline
   alignclip demo --methods clip,alignclip-nw --steps 400 --seeds 3 --posttrain none
   alignclip demo --preset small --budget 200000 --device cuda
-  alignclip demo --benchmark clipart  # real data: Debian's Open Clip Art, 3 seeds (README: 23 min CPU time)
+  alignclip demo --benchmark clipart  # real data: Debian's Open Clip Art, 3 seeds, ~15 min on 2 CPU cores
   alignclip demo --data tsv:train.tsv --eval-data tsv:heldout.tsv --zeroshot fashion-mnist --steps 300
 
 methods: clip (two towers + CLIP loss), sharedclip (shared transformer + CLIP loss),

@@ -201,4 +201,5 @@ def benchmark_settings(data_dir: str | Path, root: str | Path = CLIPART_ROOT, **
     split = build_clipart(data_dir, root)
     data = {"train_data": f"tsv:{split.train}", "eval_data": f"tsv:{split.heldout}",
             "zeroshot": "fashion-mnist" if fashion_mnist_installed() else None}
-    return DemoSettings(**{**BENCHMARK, **data, **overrides})
+    budget = {k: v for k, v in BENCHMARK.items() if not (k == "steps" and "budget" in overrides)}  # --budget wins
+    return DemoSettings(**{**budget, **data, **overrides})

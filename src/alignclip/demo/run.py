@@ -162,7 +162,7 @@ def training_overrides(settings: DemoSettings, name: str, out_dir: Path, seed: i
     if init_from:
         return {**shared, "model.init_from": init_from, **POSTTRAIN_METHODS[name](), **settings.extra}
     return {**shared, "model.preset": settings.preset, "optim.lr": settings.lr,
-            "optim.warmup_steps": min(settings.warmup_steps, max(0, steps // 5)),
+            "optim.warmup_steps": settings.warmup_steps,  # the trainer fits it to the run (health.py)
             **DEMO_METHODS[name](settings, steps), **settings.extra}
 
 
