@@ -8,12 +8,12 @@ from typing import Sequence
 
 import alignclip
 
-# Subcommand modules, each exposing register(subparsers); imported lazily per run to keep `--help` quick.
-COMMAND_MODULES = ("demo", "train", "data", "evaluate", "export")
-# The module that registers each command: `alignclip train ...` imports only cli/train.py (not the demo's torch). A
-# command missing here still works: the parser then registers every module.
+# The subcommand module (exposing register(subparsers)) of each command, imported lazily: `alignclip train ...`
+# imports only cli/train.py (not the demo's torch). A command missing here still works: the parser then registers
+# every module.
 COMMAND_MODULE = {"demo": "demo", "train": "train", "data": "data", "eval": "evaluate", "embed": "evaluate",
                   "gap": "evaluate", "compare": "evaluate", "export": "export"}
+COMMAND_MODULES = tuple(dict.fromkeys(COMMAND_MODULE.values()))  # each module once, in the order above
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

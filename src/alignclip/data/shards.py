@@ -18,7 +18,7 @@ from typing import Callable, Iterator, NamedTuple, Sequence
 import torch
 from PIL import Image
 
-from .images import IMAGE_EXTENSIONS, load_image, to_rgb
+from .images import IMAGE_EXTENSIONS, load_image
 from .streams import braceexpand, expand_urls, is_remote, open_stream
 from .transforms import sample_seed
 
@@ -239,6 +239,6 @@ class TarShardDataset(torch.utils.data.IterableDataset):
             yield self.decode(raw)
 
 
-# braceexpand, expand_urls and to_rgb are re-exported: older code imports them from here.
+# braceexpand and expand_urls are re-exported: older code imports them from here.
 __all__ = ["BadSample", "RawSample", "TarShardDataset", "braceexpand", "check_raw", "count_samples", "decode_caption",
-           "expand_urls", "is_bad", "iter_tar_groups", "split_key", "to_rgb"]
+           "expand_urls", "is_bad", "iter_tar_groups", "split_key"]

@@ -39,11 +39,11 @@ def write_overview(out_dir: Path, evals: dict[str, Path], rows: dict[str, list[d
 def write_index(out_dir: Path, evals: dict[str, Path], rows: dict[str, list[dict[str, float]]],
                 settings: "DemoSettings", columns: dict[str, Any]) -> None:
     """index.html: the comparison table (`columns`: keyword arguments of html_table), curves and figures."""
-    from alignclip.evaluation.pages import figure_html, html_page
+    from alignclip.evaluation.pages import figure_grid, figure_html, html_page
     from alignclip.evaluation.report import FIGURES
 
     def figures(items: list[tuple[str, str]]) -> str:
-        return "<div class=\"figures\">" + "".join(figure_html(src, caption) for src, caption in items) + "</div>"
+        return figure_grid([figure_html(src, caption) for src, caption in items])
 
     per_method = "".join(
         f"<h3>{html.escape(kind)}</h3>" + figures([(f"{evals[n].relative_to(out_dir).as_posix()}/{file}", n)

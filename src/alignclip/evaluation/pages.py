@@ -44,3 +44,8 @@ def figure_html(src: str, caption: str, width: int | None = None) -> str:
     css = f' class="wide" style="max-width:{width}px"' if width else ""
     return (f"<figure{css}><img src=\"{html.escape(src)}\" alt=\"{html.escape(caption)}\">"
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def figure_grid(figures: Sequence[str]) -> str:
+    """figure_html pieces laid out side by side, wrapping (the `.figures` rule of STYLE)."""
+    return f"<div class=\"figures\">{''.join(figures)}</div>"

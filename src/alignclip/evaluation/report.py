@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from alignclip.evaluation.gap import GAP_KEYS, ArrayLike
-from alignclip.evaluation.pages import figure_html, html_page, html_table  # noqa: F401 (public here too)
+from alignclip.evaluation.pages import figure_grid, figure_html, html_page, html_table  # noqa: F401 (public here too)
 from alignclip.evaluation.result import EvalResult, as_result, best_of, better, metric_label
 
 FIGURES = {"projection": "projection.png", "sphere": "sphere.png", "cosines": "cosines.png",
@@ -175,7 +175,7 @@ def write_report(out_dir: str | Path, document: Mapping[str, Any], image_feature
     body.append(f"<h2 id=\"run-info\">Run info</h2>{_info_table(info, results)}")
     figures = [figure_html(FIGURES[k], CAPTIONS[k].format(text=text)) for k in FIGURES if k in paths]
     if figures:
-        body.append(f"<h2>Figures</h2><div class=\"figures\">{''.join(figures)}</div>")
+        body.append(f"<h2>Figures</h2>{figure_grid(figures)}")
     paths["index"] = out / "index.html"
     paths["index"].write_text(html_page(title, "\n".join(body)))
     return paths
@@ -285,6 +285,6 @@ def write_comparison(runs: Sequence[str | Path], out_dir: str | Path) -> dict[st
         figures += [figure_html(Path(os.path.relpath(path.parent / name, out)).as_posix(), f"{kind}: {label}")
                     for label, path in zip(labels, files) if (path.parent / name).is_file()]
     if figures:
-        body.append(f"<h2>Figures</h2><div class=\"figures\">{''.join(figures)}</div>")
+        body.append(f"<h2>Figures</h2>{figure_grid(figures)}")
     (out / "index.html").write_text(html_page("alignclip run comparison", "\n".join(body)))
     return {"csv": out / "comparison.csv", "markdown": out / "comparison.md", "index": out / "index.html"}
