@@ -9,7 +9,7 @@ from alignclip.demo.clipart import BENCHMARK, benchmark_settings
 from alignclip.demo.run import DEMO_METHODS, POSTTRAIN_METHODS, DemoSettings, run_demo
 
 EPILOG = """examples:
-  alignclip demo                      # four methods + three post-training rows, 2 seeds, ~15 min on 2 CPU cores
+  alignclip demo                      # four methods + three post-training rows, 2 seeds, ~10 min on 2 CPU cores
   alignclip demo --quick              # a < 2 minute smoke test of the whole pipeline
   alignclip demo --methods clip,alignclip-nw --steps 400 --seeds 3 --posttrain none
   alignclip demo --preset small --budget 200000 --device cuda

@@ -5,10 +5,10 @@ The thresholds and why:
 - WARMUP_MAX_FRACTION: a linear warm-up spends half its steps' worth of learning rate; past a fifth of the run the
   schedule is mostly ramp (the default 50 warm-up steps on a 48-step run never reach optim.lr at all). The demo
   used to cap its own warm-up at steps // 5; it now leaves that to this rule, so its runs are unchanged.
-- SHORT_RUN_STEPS: measured with the demo's tiny CLIP (batch 128, lr 1e-3, held-out zero-shot colour top-1, chance
-  0.125, seeds 0/1): 48 steps gave 0.19 / 0.45 (one seed near chance), 100 steps 0.84 / 0.90, 200 steps
-  0.93 / 0.94. Below 100 steps learning is a coin toss. Post-training (model.init_from) starts from a trained
-  model, so it is exempt (the demo post-trains in 67 steps).
+- SHORT_RUN_STEPS: measured by benchmarks/short_runs.py with the demo's tiny CLIP (batch 128, lr 1e-3, held-out
+  zero-shot colour top-1, chance 0.125, seeds 0/1): 48 steps gave 0.19 / 0.45 (one seed near chance), 100 steps
+  0.84 / 0.90, 200 steps 0.93 / 0.94. Below 100 steps learning is a coin toss. Post-training (model.init_from)
+  starts from a trained model, so it is exempt (the demo post-trains in 67 steps).
 - Collapse: an untrained tower starts with intra-modal cosines near 1 (README: 0.99), and healthy runs fall from
   there (0.94 at step 50, 0.02 at the end). Only a window of COLLAPSE_WINDOW logged values after the warm-ups (lr,
   and AlignCLIP's beta ramp), every one above the threshold and together not falling by COLLAPSE_MIN_DROP, is one.
