@@ -14,6 +14,8 @@ HELP_EVAL = "evaluate a checkpoint: zero-shot, retrieval, STS, linear probe and 
 HELP_GAP = "modality-gap measures from two embedding files (.npy/.npz/.safetensors) of any model"
 HELP_COMPARE = "one table (Markdown + CSV) and one index.html of several runs' metrics.json"
 HELP_EMBED = "write image and caption embeddings of your pairs (.npy + pairs.csv) for `alignclip gap` or any tool"
+CHECKPOINT = ("a run folder (its checkpoints/best, else the newest checkpoint), our checkpoint (folder or "
+              ".safetensors), an AlignCLIP/open_clip .pt or a Hugging Face CLIPModel folder")
 DATASETS = ("synthetic | fashion-mnist | classes:DIR (one sub-folder per class; folder:DIR is deprecated) | your "
             "held-out pairs: csv:PATH, tsv:PATH, captions:DIR (image + same-name .txt), wds:PATTERN (local, pipe:, "
             "http(s)); default synthetic")
@@ -38,25 +40,25 @@ def _print_results(results: list[Any]) -> None:
 
 
 def model_info(checkpoint: str | Path, model: Any) -> dict[str, Any]:
-    """What a reader needs to know which model this is: the training method (from the run's config.yaml, two levels
-    above a `checkpoints/step_N` folder, when there is one), the architecture and the model's size."""
+    """What a reader needs to know which model this is: the training method (from the config.yaml of the run the
+    checkpoint belongs to, when there is one), the architecture and the model's size."""
     import yaml
 
+    from alignclip.rundir import RunDir
+
     info: dict[str, Any] = {"architecture": getattr(model, "architecture", None)}
-    path = Path(checkpoint)
-    for candidate in (path / "config.yaml", path.parent / "config.yaml", path.parent.parent / "config.yaml"):
-        if candidate.is_file():
-            try:
-                train = yaml.safe_load(candidate.read_text()) or {}
-            except yaml.YAMLError:
-                break
-            method, loss = train.get("method"), train.get("loss") or {}
-            if method == "alignclip":
-                method = f"alignclip (IMSep, {loss.get('weighting', 'logits')} weighting, β={loss.get('beta')})"
-            if (train.get("model") or {}).get("init_from"):
-                method = f"{method}, post-trained from {train['model']['init_from']}"
-            info["method"] = method
-            break
+    run = RunDir.of_checkpoint(checkpoint)
+    if run is not None and run.config_path.is_file():
+        try:
+            train = yaml.safe_load(run.config_path.read_text()) or {}
+        except yaml.YAMLError:
+            train = {}
+        method, loss = train.get("method"), train.get("loss") or {}
+        if method == "alignclip":
+            method = f"alignclip (IMSep, {loss.get('weighting', 'logits')} weighting, β={loss.get('beta')})"
+        if method and (train.get("model") or {}).get("init_from"):
+            method = f"{method}, post-trained from {train['model']['init_from']}"
+        info["method"] = method
     config = getattr(model, "config", None)
     if config is not None and hasattr(config, "vision_cfg"):
         v, t = config.vision_cfg, config.text_cfg
@@ -85,7 +87,9 @@ def run_eval(args: argparse.Namespace) -> int:
         source = f"open_clip:{args.open_clip}" + (f":{args.weights}" if args.weights else "")
     elif args.checkpoint:
         import alignclip
+        from alignclip.rundir import resolve_checkpoint
 
+        args.checkpoint = resolve_checkpoint(args.checkpoint)
         model = alignclip.load_checkpoint(args.checkpoint, config=args.model_config, device=device)
         source = str(args.checkpoint)
     else:
@@ -118,11 +122,13 @@ def run_embed(args: argparse.Namespace) -> int:
     import alignclip
     from alignclip.evaluation.features import resolve_device
     from alignclip.evaluation.pairs import embed_pairs, is_pair_dataset
+    from alignclip.rundir import resolve_checkpoint
 
     if not is_pair_dataset(args.dataset):
         raise ValueError(f"embed needs image-caption pairs: csv:PATH, tsv:PATH, captions:DIR or wds:PATTERN, "
                          f"got {args.dataset!r}")
     device = resolve_device(args.device)
+    args.checkpoint = resolve_checkpoint(args.checkpoint)
     model = alignclip.load_checkpoint(args.checkpoint, config=args.model_config, device=device)
     pairs = embed_pairs(model, args.dataset, args.num_samples, None, args.batch_size, device,
                         args.csv_image_key, args.csv_caption_key)
@@ -197,7 +203,7 @@ def run_compare(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("eval", help=HELP_EVAL, description=HELP_EVAL)
-    p.add_argument("checkpoint", nargs="?", help="our checkpoint (folder or .safetensors) or an AlignCLIP/open_clip .pt")
+    p.add_argument("checkpoint", nargs="?", help=CHECKPOINT)
     p.add_argument("--tasks", default=None, help="comma list of zeroshot,retrieval,sts,linear_probe,gap "
                                                  "(default: all the dataset supports)")
     p.add_argument("--dataset", default="synthetic", help=DATASETS)
@@ -219,7 +225,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_eval)
 
     e = subparsers.add_parser("embed", help=HELP_EMBED, description=HELP_EMBED)
-    e.add_argument("checkpoint", help="our checkpoint (folder or .safetensors) or an AlignCLIP/open_clip .pt")
+    e.add_argument("checkpoint", help=CHECKPOINT)
     e.add_argument("--dataset", required=True, help="csv:PATH, tsv:PATH, captions:DIR or wds:PATTERN")
     e.add_argument("--out", required=True, help="output folder")
     e.add_argument("--num-samples", type=int, default=None, help="the first N images (default: all)")

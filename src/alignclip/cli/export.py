@@ -9,7 +9,7 @@ HELP = "export a checkpoint to open_clip (.pt + model-config .json) or Hugging F
 def run(args: argparse.Namespace) -> int:
     import alignclip
 
-    model = alignclip.load_checkpoint(args.checkpoint, config=args.model_config)
+    model = alignclip.load_checkpoint(args.checkpoint, config=args.model_config)  # a run folder: says which one
     if args.format == "open_clip":
         from alignclip.models.open_clip import export_open_clip
 
@@ -28,8 +28,8 @@ def run(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("export", help=HELP, description=HELP)
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="any checkpoint alignclip reads (ours, open_clip, "
-                                                            "OpenAI, official AlignCLIP, Hugging Face)")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="any checkpoint alignclip reads (a run folder, ours, "
+                                                            "open_clip, OpenAI, official AlignCLIP, Hugging Face)")
     p.add_argument("--format", required=True, choices=["open_clip", "hf"])
     p.add_argument("--out", required=True, help="open_clip: FILE.pt (FILE.json is written beside it); hf: a folder")
     p.add_argument("--model-config", default=None, metavar="CONFIG",

@@ -17,6 +17,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from alignclip.fileio import atomic_write
+from alignclip.rundir import resolve_checkpoint
 
 from .base import ContrastiveModel, unwrap
 from .config import ARCHITECTURES, ModelConfig, list_presets, load_model_config, mlp_ratio_of
@@ -50,14 +51,16 @@ def save_checkpoint(model: ContrastiveModel, path: str | Path, metadata: dict[st
 
 def load_checkpoint(path: str | Path, config: ConfigSpec = None, device: str | torch.device = "cpu",
                     architecture: str | None = None) -> ContrastiveModel:
-    """Our checkpoint (folder or `.safetensors` + `.json`), an open_clip / OpenAI / official AlignCLIP state dict
-    (`.pt`, `.pth`, `.bin`, `.safetensors`) or a Hugging Face CLIPModel folder -> our model.
+    """Our checkpoint (folder or `.safetensors` + `.json`), a training run folder (its best, else newest,
+    checkpoint), an open_clip / OpenAI / official AlignCLIP state dict (`.pt`, `.pth`, `.bin`, `.safetensors`) or a
+    Hugging Face CLIPModel folder -> our model.
 
     `config`: a preset, an open_clip model name, a JSON file (ours or open_clip's) or a ModelConfig; it fixes what
     a state dict cannot (heads, activation, text pooling) and must agree with the file's shapes."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    path = resolve_checkpoint(path)
     weights, config_path = _paths(path)
     document = _read_json(config_path) if config_path.is_file() else None
     if path.is_dir() and isinstance(document, dict) and "model_type" in document:

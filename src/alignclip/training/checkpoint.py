@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-STATE_FILE = "trainer_state.pt"
-_STEP_DIR = re.compile(r"^step_(\d+)$")
+from alignclip.rundir import STATE_FILE, STEP_DIR, RunDir, list_checkpoints
+
 _DEBRIS = re.compile(r"^\.(tmp|old)-step_\d+-(\d+)$")  # .tmp-: a save in progress; .old-: a prune in progress
 STATE_KEYS = ("step", "epoch", "batch_in_epoch", "samples", "skipped", "attempted", "optimizer", "schedule", "rng",
               "batch_size", "config")
@@ -32,30 +32,16 @@ def checkpoint_dir_name(step: int) -> str:
     return f"step_{step:06d}"
 
 
-def list_checkpoints(checkpoint_root: str | Path) -> list[Path]:
-    """Complete checkpoint directories, oldest step first."""
-    root = Path(checkpoint_root)
-    if not root.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name))
-             and (p / STATE_FILE).is_file()]
-    return [p for _, p in sorted(found)]
-
-
-def latest_checkpoint(checkpoint_root: str | Path) -> Path | None:
-    found = list_checkpoints(checkpoint_root)
-    return found[-1] if found else None
-
-
 def resolve_resume(resume: str, out_root: str | Path, name: str | None) -> Path:
-    """'latest' (of run `name`, or of the most recently written run under `out_root`), a run dir or a checkpoint."""
+    """'latest' (of run `name`, or of the most recently written run under `out_root`), a run dir or a checkpoint.
+    A resume continues from the newest step, never from `best`."""
     if resume == "latest":
         if name is not None:
             run_dirs = [Path(out_root) / name]
         else:
             root = Path(out_root)
             run_dirs = [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
-        candidates = [c for d in run_dirs if (c := latest_checkpoint(d / "checkpoints")) is not None]
+        candidates = [c for d in run_dirs if (c := RunDir(d).latest) is not None]
         if not candidates:
             where = Path(out_root) / name if name else Path(out_root)
             raise FileNotFoundError(f"--resume latest: no checkpoint found under {where}")
@@ -63,8 +49,8 @@ def resolve_resume(resume: str, out_root: str | Path, name: str | None) -> Path:
     path = Path(resume)
     if (path / STATE_FILE).is_file():
         return path
-    if (path / "checkpoints").is_dir():
-        latest = latest_checkpoint(path / "checkpoints")
+    if RunDir.is_run(path):
+        latest = RunDir(path).latest
         if latest is None:
             raise FileNotFoundError(f"--resume {resume}: run directory has no complete checkpoint")
         return latest
@@ -158,7 +144,7 @@ def save_training_checkpoint(run_dir: str | Path, step: int, model: nn.Module, s
             with open(file, "rb") as f:
                 os.fsync(f.fileno())
         _fsync_dir(tmp)
-        if final.exists():  # an incomplete leftover with the final name (left by older versions): replace it
+        if final.exists():  # a step_N folder without its trainer state is incomplete: replace it
             _remove(final)
         os.replace(tmp, final)
     except BaseException as e:  # a failed or interrupted save leaves no half-written folder behind
@@ -196,7 +182,7 @@ def _alive(pid: int) -> bool:
 
 def clean_debris(checkpoint_root: str | Path) -> list[Path]:
     """Remove what killed saves and prunes left: .tmp-/.old- folders of processes no longer alive (a live one may
-    still be writing), and step_* folders without a trainer state (half-deleted by versions before the rename)."""
+    still be writing), and step_* folders without a trainer state (incomplete, so never a checkpoint)."""
     root = Path(checkpoint_root)
     if not root.is_dir():
         return []
@@ -204,7 +190,7 @@ def clean_debris(checkpoint_root: str | Path) -> list[Path]:
     for path in root.iterdir():
         match = _DEBRIS.match(path.name)
         stale = match is not None and not _alive(int(match.group(2)))
-        incomplete = _STEP_DIR.match(path.name) is not None and not (path / STATE_FILE).is_file()
+        incomplete = STEP_DIR.match(path.name) is not None and not (path / STATE_FILE).is_file()
         if path.is_dir() and (stale or incomplete):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)

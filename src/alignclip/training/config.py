@@ -252,9 +252,11 @@ def resolve_config(file: str | Path | None = None, recipe: str | None = None, fl
     resume = resume or config.resume
     if not resume:
         return config.validate()
+    from alignclip.rundir import RunDir
+
     from .checkpoint import resolve_resume  # torch: imported only when resuming, to keep `--help` fast
     checkpoint = resolve_resume(resume, config.logging.out, config.logging.name)
-    saved = checkpoint.parent.parent / "config.yaml"
+    saved = RunDir.of_checkpoint(checkpoint).config_path  # type: ignore[union-attr]
     if saved.is_file():  # the resumed run's own settings, then whatever was given explicitly now
         settings = read_config_file(saved)
         if not settings:

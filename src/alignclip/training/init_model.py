@@ -7,21 +7,16 @@ from pathlib import Path
 
 from alignclip.models.base import ContrastiveModel
 
-from .checkpoint import latest_checkpoint
+from alignclip.rundir import resolve_checkpoint
+
 from .config import TrainConfig, check_architecture
 
 
 def resolve_init_from(path: str) -> Path:
-    """A checkpoint file or folder as given, or a training run folder (its newest checkpoint)."""
-    found = Path(path)
-    if not found.exists():
+    """A checkpoint file or folder as given, or a training run folder (its best, else newest, checkpoint)."""
+    if not Path(path).exists():
         raise FileNotFoundError(f"model.init_from: {path} not found")
-    if (found / "checkpoints").is_dir():
-        latest = latest_checkpoint(found / "checkpoints")
-        if latest is None:
-            raise FileNotFoundError(f"model.init_from: run folder {path} has no complete checkpoint")
-        return latest
-    return found
+    return resolve_checkpoint(path, "model.init_from")
 
 
 def _load(path: Path, config: str | None) -> ContrastiveModel:

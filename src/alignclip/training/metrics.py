@@ -140,10 +140,10 @@ def append_bad_samples(run_dir: Path, rank: int, step: int, bad: list[tuple[str,
 
 def discard_if_unused(run_dir: Path) -> None:
     """Remove a run folder that holds nothing worth keeping yet (no checkpoint, no logged step)."""
-    from .checkpoint import latest_checkpoint
+    from alignclip.rundir import RunDir
 
     logged = run_dir / METRICS_FILE
-    if latest_checkpoint(run_dir / "checkpoints") is None and not (logged.is_file() and logged.stat().st_size > 0):
+    if RunDir(run_dir).latest is None and not (logged.is_file() and logged.stat().st_size > 0):
         shutil.rmtree(run_dir, ignore_errors=True)
 
 

@@ -13,7 +13,9 @@ from tqdm.auto import tqdm
 from alignclip.data.collate import Batch
 from alignclip.models.base import unwrap
 
-from .checkpoint import (latest_checkpoint, load_weights, nonfinite_weights, resolve_resume, rng_state,
+from alignclip.rundir import RunDir
+
+from .checkpoint import (load_weights, nonfinite_weights, resolve_resume, rng_state,
                          save_training_checkpoint, set_rng_state)
 from .config import TrainConfig, from_dict, save_config
 from .data import batches_per_epoch, build_train_dataset, check_skip_fraction, epoch_loader
@@ -58,7 +60,7 @@ class Trainer:
         self.scaler = create_scaler(self.precision)
         if state is not None:
             load_weights(self.model, resume_from)  # type: ignore[arg-type]
-            if nonfinite_weights(self.model):  # written by a version that did not check
+            if nonfinite_weights(self.model):  # a checkpoint copied in or edited by hand
                 raise ValueError(f"cannot resume from {resume_from}: its weights are not finite (NaN/inf); resume "
                                  "from an earlier checkpoint of the run")
             self._load_state(state)
@@ -71,7 +73,7 @@ class Trainer:
                                                    self.total_steps - self.step) if c.method == "alignclip" else None
         # The run folder comes last, once everything that can reject the settings has run: a failed start leaves none.
         self.new_run = resume_from is None
-        self.run_dir = open_run_dir(c, self.main) if self.new_run else resume_from.parent.parent  # type: ignore
+        self.run_dir = open_run_dir(c, self.main) if self.new_run else RunDir.of_checkpoint(resume_from).root  # type: ignore
         try:
             if self.main:
                 save_config(c, self.run_dir / "config.yaml")
@@ -126,7 +128,7 @@ class Trainer:
         return self.last_checkpoint
 
     def _last_good(self) -> str:
-        return str(latest_checkpoint(self.run_dir / "checkpoints") or "(none written yet)")
+        return str(RunDir(self.run_dir).latest or "(none written yet)")
 
     def _stop_nonfinite(self, first: int, last: int) -> None:
         where = f"step {first}" if first == last else f"a step in {first}..{last}"
@@ -266,7 +268,7 @@ def train(config: TrainConfig | Mapping[str, Any] | None = None,
     """Train per `config` (a TrainConfig, a nested dict, or None for the defaults); `dataset` replaces data.train.
 
     Under torchrun (or SLURM) every process calls this; the process group is set up and torn down here.
-    `runtime.resume` may be unresolved ("latest", a run folder): checkpoint.resolve_resume resolves it, and a
+    `resume` may be unresolved ("latest", a run folder): checkpoint.resolve_resume resolves it, and a
     path the CLI already resolved passes through it unchanged.
     """
     if config is None:
