@@ -164,7 +164,7 @@ def test_demo_on_real_pairs_measures_the_heldout_pairs(tmp_path: Path, micro_pre
     result = run_demo(settings, log=lambda _: None)
     assert set(result.rows) == {"clip", "clip+imsep-nw"} and len(result.rows["clip"]) == 2
     first = result.rows["clip"][0]
-    assert "heldout/retrieval/image_retrieval_recall@10" in first
+    assert "heldout/retrieval/t2i_recall@10" in first
     assert "classes/classes/zeroshot_classification/top1" in first
     model = alignclip.load_checkpoint(next((result.out_dir / "clip" / "seed-0" / "checkpoints").glob("step_*")))
     pairs = embed_pairs(model, f"tsv:{heldout}")

@@ -38,6 +38,10 @@ def eval_run(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 
 def test_eval_synthetic_writes_every_task_and_report(eval_run: Path, capsys: pytest.CaptureFixture) -> None:
+    from alignclip.evaluation.report import format_table
+
+    printed = format_table({"synthetic/retrieval/t2i_recall@5": 0.5, "synthetic/modality_gap/l2m": 0.1})
+    assert "synthetic/retrieval/t2i_recall@5 (T→I)  0.5000" in printed and "l2m (" not in printed
     document = json.loads((eval_run / "metrics.json").read_text())
     assert document["dataset"] == "synthetic" and document["architecture"] == "clip"
     found = {(r["dataset"], r["task"]) for r in document["results"]}
@@ -49,8 +53,8 @@ def test_eval_synthetic_writes_every_task_and_report(eval_run: Path, capsys: pyt
     retrieval = by_task[("synthetic", "retrieval")]
     info = {(r["dataset"], r["task"]): r["info"] for r in document["results"]}
     assert info[("synthetic", "retrieval")] == {"num_images": 24, "num_captions": 24 * 5}
-    for way in ("image", "text"):
-        recalls = [retrieval[f"{way}_retrieval_recall@{k}"] for k in (1, 5, 10)]
+    for way in ("i2t", "t2i"):
+        recalls = [retrieval[f"{way}_recall@{k}"] for k in (1, 5, 10)]
         assert 0 <= recalls[0] <= recalls[1] <= recalls[2] <= 1
     assert set(by_task[("synthetic", "modality_gap")]) == set(GAP_KEYS)
     assert -1 <= by_task[("synthetic-sts", "sts")]["spearman"] <= 1
@@ -184,6 +188,9 @@ def test_compare_command(eval_run: Path, tmp_path: Path, capsys: pytest.CaptureF
     assert cli(["compare", eval_run, tmp_path / "gap_run", "--out", tmp_path / "cmp"]) == 0
     out = capsys.readouterr().out
     assert "synthetic/modality_gap/l2m" in out and "embeddings/modality_gap/l2m" in out
+    # one retrieval naming everywhere, with the direction spelled out where a person reads it
+    assert "| synthetic/retrieval/i2t_recall@1 (I→T) |" in (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "retrieval_recall" not in (tmp_path / "cmp" / "index.html").read_text()
     assert {p.name for p in (tmp_path / "cmp").iterdir()} == {"comparison.md", "comparison.csv", "index.html",
                                                               "projection.png"}  # both runs on shared axes
     one_line_error(capsys, ["compare", tmp_path / "nowhere", "--out", tmp_path / "cmp2"], "no metrics.json for run")

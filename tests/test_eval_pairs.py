@@ -44,7 +44,7 @@ def test_eval_pairs_groups_captions_by_image(checkpoint: Path, pairs_csv: Path, 
         {"num_images": 6, "num_captions": 9, "num_bad_samples": 1}
     assert results["data"]["info"]["bad_samples"] == [[str(pairs_csv.parent / "gone.png"), "image file not found"]]
     assert results["retrieval"]["info"]["num_captions"] == 9 and results["retrieval"]["dataset"] == "tsv/val.tsv"
-    assert results["retrieval"]["metrics"]["text_retrieval_recall@10"] == 1.0  # 6 images: every one is in the top 10
+    assert results["retrieval"]["metrics"]["i2t_recall@10"] == 1.0  # 6 images: every one is in the top 10
     assert results["modality_gap"]["info"]["pairs"] == "image, its own caption"
     assert (tmp_path / "out" / "projection.png").is_file()
 

@@ -121,13 +121,13 @@ def test_retrieval_recall_by_hand_with_several_captions_per_image() -> None:
     result = RetrievalEvaluator(ks=(1, 2, 3)).evaluate_features(images, captions, owner)
     m = result.metrics
     # text->image ranks of the own image: 1, 2, 1, 1, 3
-    assert m["image_retrieval_recall@1"] == pytest.approx(3 / 5)
-    assert m["image_retrieval_recall@2"] == pytest.approx(4 / 5)
-    assert m["image_retrieval_recall@3"] == pytest.approx(1.0)
+    assert m["t2i_recall@1"] == pytest.approx(3 / 5)
+    assert m["t2i_recall@2"] == pytest.approx(4 / 5)
+    assert m["t2i_recall@3"] == pytest.approx(1.0)
     # image->text: image 1's best captions belong to images 0 and 2; its own is third
-    assert m["text_retrieval_recall@1"] == pytest.approx(2 / 3)
-    assert m["text_retrieval_recall@2"] == pytest.approx(2 / 3)
-    assert m["text_retrieval_recall@3"] == pytest.approx(1.0)
+    assert m["i2t_recall@1"] == pytest.approx(2 / 3)
+    assert m["i2t_recall@2"] == pytest.approx(2 / 3)
+    assert m["i2t_recall@3"] == pytest.approx(1.0)
     assert result.info == {"num_images": 3, "num_captions": 5} and "num_images" not in m
 
 
@@ -148,7 +148,7 @@ def test_retrieval_through_a_model() -> None:
     evaluator = RetrievalEvaluator(ks=(1,), dataset="toy", tokenizer=FakeTokenizer(names))
     result = evaluator.evaluate(model, images_from(torch.eye(3)), captions)
     assert result.task == "retrieval"
-    assert result.metrics["image_retrieval_recall@1"] == 1.0 and result.metrics["text_retrieval_recall@1"] == 1.0
+    assert result.metrics["t2i_recall@1"] == 1.0 and result.metrics["i2t_recall@1"] == 1.0
 
 
 def test_retrieval_rejects_bad_input() -> None:

@@ -219,10 +219,10 @@ def table_columns(settings: DemoSettings) -> dict[str, Any]:
     columns = [Column("l2m", f"{gap}/l2m", "lower"), Column("paired cos", f"{gap}/paired_cosine", "higher"),
                Column("RMG", f"{gap}/rmg", "lower"), Column("img-img cos", f"{gap}/image_cosine", ""),
                Column("txt-txt cos", f"{gap}/text_cosine", ""), Column("separability", f"{gap}/separability", "lower"),
-               Column("I→T R@1", f"{retrieval}/text_retrieval_recall@1", "higher"),
-               Column("I→T R@5", f"{retrieval}/text_retrieval_recall@5", "higher"),
-               Column("T→I R@1", f"{retrieval}/image_retrieval_recall@1", "higher"),
-               Column("T→I R@10", f"{retrieval}/image_retrieval_recall@10", "higher")]
+               Column("I→T R@1", f"{retrieval}/i2t_recall@1", "higher"),
+               Column("I→T R@5", f"{retrieval}/i2t_recall@5", "higher"),
+               Column("T→I R@1", f"{retrieval}/t2i_recall@1", "higher"),
+               Column("T→I R@10", f"{retrieval}/t2i_recall@10", "higher")]
     if settings.zeroshot:
         from alignclip.evaluation.suite import dataset_name
 

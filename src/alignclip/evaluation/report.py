@@ -18,7 +18,7 @@ import numpy as np
 
 from alignclip.evaluation.gap import GAP_KEYS, ArrayLike
 from alignclip.evaluation.pages import figure_grid, figure_html, html_page, html_table  # noqa: F401 (public here too)
-from alignclip.evaluation.result import EvalResult, as_result, best_of, better, metric_label
+from alignclip.evaluation.result import EvalResult, as_result, best_of, better, metric_label, with_direction
 
 FIGURES = {"projection": "projection.png", "sphere": "sphere.png", "cosines": "cosines.png",
            "shift_sweep": "shift_sweep.png"}
@@ -84,9 +84,10 @@ def format_value(key: str, value: Any) -> str:
 
 def format_table(rows: Mapping[str, Any], headers: Sequence[str] = ("metric", "value")) -> str:
     """Aligned plain-text table for the terminal."""
-    width = max([len(headers[0])] + [len(k) for k in rows])
+    names = {key: with_direction(key) for key in rows}
+    width = max([len(headers[0])] + [len(n) for n in names.values()])
     lines = [f"{headers[0]:<{width}}  {headers[1]}", f"{'-' * width}  {'-' * max(8, len(headers[1]))}"]
-    lines += [f"{key:<{width}}  {format_value(key, value)}" for key, value in rows.items()]
+    lines += [f"{names[key]:<{width}}  {format_value(key, value)}" for key, value in rows.items()]
     return "\n".join(lines)
 
 
@@ -257,7 +258,7 @@ def write_comparison(runs: Sequence[str | Path], out_dir: str | Path) -> dict[st
     md = ["| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for key in keys:
         bold = best_of({i: t[key] for i, t in enumerate(tables) if key in t}, better(key))
-        md.append(f"| {key} | " + " | ".join(f"**{cell(t, key)}**" if i in bold else cell(t, key)
+        md.append(f"| {with_direction(key)} | " + " | ".join(f"**{cell(t, key)}**" if i in bold else cell(t, key)
                                              for i, t in enumerate(tables)) + " |")
     (out / "comparison.md").write_text("\n".join(md) + "\n")
 

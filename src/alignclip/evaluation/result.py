@@ -32,9 +32,11 @@ METRIC_LABELS = {
     "uniformity_text": "uniformity txt",
     "spearman": "Spearman ρ", "pearson": "Pearson r",
 }
+# Retrieval: i2t = an image finds one of its captions (I→T), t2i = a caption finds its image (T→I).
+DIRECTIONS = {"i2t": "I→T", "t2i": "T→I"}
 for _k in (1, 5, 10):
-    METRIC_LABELS[f"text_retrieval_recall@{_k}"] = f"I→T R@{_k}"
-    METRIC_LABELS[f"image_retrieval_recall@{_k}"] = f"T→I R@{_k}"
+    METRIC_LABELS[f"i2t_recall@{_k}"] = f"I→T R@{_k}"
+    METRIC_LABELS[f"t2i_recall@{_k}"] = f"T→I R@{_k}"
 
 HIGHER_IS_BETTER = {"top1", "top5", "mean_per_class_recall", "spearman", "pearson", "paired_cosine"}
 LOWER_IS_BETTER = {"l2m", "l2i", "rmg", "separability", "alignment"}
@@ -55,6 +57,12 @@ def best_of(values: Mapping[Any, float], direction: str, tolerance: float = 5e-4
         return set()
     target = (max if direction == "higher" else min)(values.values())
     return {key for key, value in values.items() if abs(value - target) < tolerance}
+
+
+def with_direction(key: str) -> str:
+    """'synthetic/retrieval/i2t_recall@1 (I→T)': a plain-text key with its retrieval direction spelled out."""
+    way = key.rsplit("/", 1)[-1].split("_", 1)[0]
+    return f"{key} ({DIRECTIONS[way]})" if way in DIRECTIONS and "_recall@" in key else key
 
 
 def metric_label(metric: str) -> str:

@@ -75,12 +75,12 @@ class RetrievalEvaluator:
         _, image_hits = chunked_topk(texts, images, k_max, self.query_chunk, self.key_chunk, device, "text->image")
         correct = image_hits == text_to_image[:, None]
         for k in self.ks:
-            metrics[f"image_retrieval_recall@{k}"] = float(correct[:, :k].any(dim=1).double().mean())
+            metrics[f"t2i_recall@{k}"] = float(correct[:, :k].any(dim=1).double().mean())
 
         _, text_hits = chunked_topk(images, texts, k_max, self.query_chunk, self.key_chunk, device, "image->text")
         correct = text_to_image[text_hits] == torch.arange(num_images)[:, None]
         for k in self.ks:
-            metrics[f"text_retrieval_recall@{k}"] = float(correct[:, :k].any(dim=1).double().mean())
+            metrics[f"i2t_recall@{k}"] = float(correct[:, :k].any(dim=1).double().mean())
         info = {"num_images": num_images, "num_captions": texts.shape[0]}
         return EvalResult(self.dataset, "retrieval", metrics, info)
 
