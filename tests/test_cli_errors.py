@@ -88,3 +88,13 @@ def test_train_help_does_not_import_torch() -> None:
             "except SystemExit:\n    pass\nprint('torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.strip().endswith("False"), done.stdout[-500:] + done.stderr
+
+
+def test_train_data_help_names_every_source_kind(capsys) -> None:
+    from alignclip.cli.main import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    data_help = " ".join(capsys.readouterr().out.split("--data SPEC ")[1].split("--steps")[0].split())
+    for kind in ("synthetic", "csv:PATH", "tsv:PATH", "captions:DIR", "wds:PATTERN"):
+        assert kind in data_help, data_help

@@ -137,6 +137,19 @@ def test_cli_inspect_names_each_bad_sample(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"bad sample {tmp_path / 'missing.png'}: image file not found" in out
     assert f"bad sample {tmp_path / 'd.csv'}:4: caption is not valid UTF-8" in out and "2 bad samples" in out
+    assert "[0] (3, 16, 16)" in out
+    # without --image-size: the input size of the model that would train on it (train's default preset, tiny)
+    from alignclip.models.config import load_model_config
+
+    size = load_model_config("tiny").vision_cfg.image_size
+    args = parser.parse_args(["data", "inspect", f"csv:{tmp_path / 'd.csv'}"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert f"[0] (3, {size}, {size})" in out and f"{size} x {size} px (preset tiny;" in out
+    args = parser.parse_args(["data", "inspect", f"csv:{tmp_path / 'd.csv'}", "--preset", "small"])
+    assert args.func(args) == 0
+    small = load_model_config("small").vision_cfg.image_size
+    assert f"[0] (3, {small}, {small})" in capsys.readouterr().out
 
 
 def test_shard_crops_are_a_function_of_seed_epoch_and_key(shard_dir):

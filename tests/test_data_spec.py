@@ -147,6 +147,7 @@ def test_pack_and_inspect_take_the_train_csv_settings(tmp_path: Path, capsys) ->
     assert main(["data", "pack", f"csv:{tmp_path / 'd.txt'}", "--out", str(tmp_path / "s2")]) == 2  # bad input
     err = capsys.readouterr().err
     assert err.startswith("alignclip: error: ") and "no column 'filepath', 'title'" in err
+    assert "--set data.csv_image_key=COLUMN" in err and "--csv-image-key" in err and "image_key=/" not in err
 
 
 def test_unique_dir_never_reuses_a_folder(tmp_path: Path) -> None:

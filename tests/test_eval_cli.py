@@ -177,6 +177,10 @@ def test_gap_command_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> No
     np.save(tmp_path / "one.npy", x[:1])
     one_line_error(capsys, ["gap", tmp_path / "one.npy", tmp_path / "one.npy"], "at least 2 pairs")
     one_line_error(capsys, ["gap", image, tmp_path / "missing.npy"], "embedding file not found")
+    (tmp_path / "garbage.npy").write_bytes(bytes(range(256)))
+    one_line_error(capsys, ["gap", image, tmp_path / "garbage.npy"], f"cannot read {tmp_path / 'garbage.npy'} as .npy")
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    one_line_error(capsys, ["gap", tmp_path / "objects.npy", text], "not a numeric array file")
     with pytest.raises(SystemExit) as info:
         cli(["gap", image, tmp_path / "nan.npy", "--shift-lambdas", "a,b"])
     assert info.value.code == 2 and "--shift-lambdas must be comma-separated numbers" in capsys.readouterr().err

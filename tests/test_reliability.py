@@ -24,7 +24,8 @@ from alignclip import load_checkpoint
 from alignclip.cli.train import main
 from alignclip.training import NonFiniteLossError, load_config
 from alignclip.training import checkpoint as ckpt
-from alignclip.training.checkpoint import clean_debris, latest_checkpoint, list_checkpoints, save_training_checkpoint
+from alignclip.rundir import latest_checkpoint, list_checkpoints
+from alignclip.training.checkpoint import clean_debris, save_training_checkpoint
 from alignclip.training.distributed import DistInfo
 from alignclip.training.trainer import Trainer
 

@@ -130,8 +130,20 @@ def test_skipped_samples_are_counted(tmp_path, micro_preset, semantic_cache) -> 
 def test_too_many_skipped_samples_stop_the_run(tmp_path, micro_preset, semantic_cache) -> None:
     config = micro_config(tmp_path, micro_preset, semantic_cache, "method=clip", "optim.steps=32",
                           "data.max_skip_fraction=0.05")
-    with pytest.raises(ValueError, match=r"samples \(10\.\d%\) were unreadable, above data.max_skip_fraction=0.05"):
+    with pytest.raises(ValueError, match=r"samples \(10\.\d%\) were unreadable, above data.max_skip_fraction=0.05"
+                                         r"; each one is named in .*bad_samples.tsv") as stopped:
         train(config, dataset=SometimesBroken(every=10))
+    listed = Path(str(stopped.value).split("named in ")[1].split(":")[0])
+    assert listed.is_file() and "cannot identify image" in listed.read_text()
+
+
+def test_a_dataset_smaller_than_a_batch_names_its_bad_rows(tmp_path, micro_preset, semantic_cache) -> None:
+    (tmp_path / "all_bad.tsv").write_text("filepath\ttitle\nmissing.png\ta cat\ngone.png\ta dog\n")
+    config = micro_config(tmp_path, micro_preset, semantic_cache, "method=clip", "optim.steps=4",
+                          f"data.train=tsv:{tmp_path / 'all_bad.tsv'}")
+    with pytest.raises(ValueError, match=r"2 samples \(2 of them unreadable, e.g. .*missing.png: image file not "
+                                         r"found\), fewer than one batch"):
+        train(config)
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, micro_preset, semantic_cache,

@@ -14,7 +14,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from alignclip.training.checkpoint import latest_checkpoint, load_trainer_state
+from alignclip.rundir import latest_checkpoint
+from alignclip.training.checkpoint import load_trainer_state
 from alignclip.training.metrics import read_metrics
 from conftest import MICRO
 

@@ -37,7 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                         "and name each unusable sample with the reason.")
     p.add_argument("source")
     p.add_argument("-n", "--num", type=int, default=8, help="samples to load")
-    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--preset", default=None, help="model preset (or JSON) whose input size the images are resized "
+                                                  "to, as training would (default: train's model.preset)")
+    p.add_argument("--image-size", type=int, default=None, help="image side in pixels (default: the preset's)")
     _csv_options(p)
     p.set_defaults(func=run_inspect)
 
@@ -66,13 +68,26 @@ def run_pack(args: argparse.Namespace) -> int:
     return 0
 
 
+def _input_size(args: argparse.Namespace) -> tuple[int, str]:
+    """--image-size, else the input size of --preset (default: the preset `alignclip train` uses)."""
+    if args.image_size is not None:
+        return args.image_size, "--image-size"
+    from alignclip.models.config import load_model_config
+    from alignclip.training.config import ModelSection
+
+    preset = args.preset or ModelSection.preset
+    return load_model_config(preset).vision_cfg.image_size, f"preset {preset}; --preset or --image-size to change"
+
+
 def run_inspect(args: argparse.Namespace) -> int:
     from torch.utils.data import IterableDataset
 
     from alignclip.data.shards import BadSample
     from alignclip.data.sources import build_dataset
 
-    dataset = build_dataset(_spec(args), image_size=args.image_size, train=False)
+    size, why = _input_size(args)
+    print(f"images at the model's input size: {size} x {size} px ({why})")
+    dataset = build_dataset(_spec(args), image_size=size, train=False)
     if isinstance(dataset, IterableDataset):
         print(f"{args.source}: {type(dataset).__name__}, {len(dataset.shards)} shards")  # type: ignore[attr-defined]
         samples = itertools.islice(iter(dataset), args.num)

@@ -72,7 +72,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="how to read --init-from: preset name, JSON model config, open_clip JSON or model name")
     p.add_argument("--recipe", choices=sorted(RECIPES),
                    help="preset overrides below --config, flags and --set; posttrain: " + _recipe_text("posttrain"))
-    p.add_argument("--data", metavar="SPEC", help="training data: synthetic, csv:PATH, folder:DIR or wds:PATTERN")
+    p.add_argument("--data", metavar="SPEC", help="training data: synthetic, csv:PATH, tsv:PATH, captions:DIR (image + "
+                                                      "same-name .txt) or wds:PATTERN (local, pipe:, http(s))")
     p.add_argument("--steps", type=int, help="optimizer steps to train (overrides --epochs)")
     p.add_argument("--epochs", type=int, help="epochs to train (default: 2)")
     p.add_argument("--batch-size", type=int, help="GLOBAL batch size (all GPUs, all accumulation steps)")

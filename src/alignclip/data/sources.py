@@ -42,8 +42,8 @@ class _PairDataset(torch.utils.data.Dataset):
     inspect` and `pack` can say which file (or CSV line) was dropped and why, across DataLoader worker processes.
 
     With a `seed`, sample i of epoch e is transformed with seed sample_seed(seed, e, i): its random crop is the same
-    in any DataLoader worker, for any worker count and after any resume. The trainer calls set_epoch before each
-    epoch's loader starts its (non-persistent) workers, so every worker's copy knows the epoch.
+    in any DataLoader worker, for any worker count and after any resume. The trainer's loader calls set_epoch in
+    each worker's copy with the epoch of every index it reads (training.data.TrainLoader).
     """
 
     paths: list[str]
@@ -106,7 +106,9 @@ class CsvDataset(_PairDataset):
             absent = [k for k in (image_key, caption_key) if k not in columns]
             if absent:
                 raise ValueError(f"{path}: no column {', '.join(map(repr, absent))}; columns are {columns} "
-                                 f"(set image_key=/caption_key=, or sep= if the delimiter is not {sep!r})")
+                                 f"(name them with --set data.csv_image_key=COLUMN / data.csv_caption_key=COLUMN, or "
+                                 f"--csv-image-key / --csv-caption-key for eval and embed; data.csv_separator if the "
+                                 f"delimiter is not {sep!r})")
             self.paths, self.captions, self.lines = [], [], []
             for row in reader:
                 if num_samples is not None and len(self.paths) >= num_samples:

@@ -121,11 +121,18 @@ def load_embeddings(path: str | Path, key: str | None = None) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"embedding file not found: {path}")
     suffix = path.suffix.lower()
-    if suffix == ".npy":
-        array = np.load(path, allow_pickle=False)
-    elif suffix == ".npz":
-        with np.load(path, allow_pickle=False) as archive:
-            array = _pick({name: archive[name] for name in archive.files}, key, path)
+    if suffix in (".npy", ".npz"):
+        try:
+            if suffix == ".npy":
+                array = np.load(path, allow_pickle=False)
+            else:
+                with np.load(path, allow_pickle=False) as archive:
+                    arrays = {name: archive[name] for name in archive.files}
+        except (ValueError, OSError, EOFError):  # numpy blames pickles for any bytes it cannot parse
+            raise ValueError(f"cannot read {path} as {suffix}: not a numeric array file written by numpy "
+                             f"(np.save / np.savez), or it is truncated or holds Python objects") from None
+        if suffix == ".npz":
+            array = _pick(arrays, key, path)
     elif suffix == ".safetensors":
         from safetensors.numpy import load_file
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import signal
+from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import torch
@@ -78,12 +79,14 @@ def build_train_dataset(config: TrainConfig, image_size: int, info: DistInfo) ->
 MIN_SAMPLES_FOR_SKIP_CHECK = 256  # judge the unreadable fraction only once it means something
 
 
-def check_skip_fraction(skipped: int, attempted: int, limit: float) -> None:
-    """Stop a run whose data is mostly unreadable (all ranks' counts): one line saying what to check."""
+def check_skip_fraction(skipped: int, attempted: int, limit: float, listed: Path | None = None) -> None:
+    """Stop a run whose data is mostly unreadable (all ranks' counts): one line saying what to check, and where
+    the skipped samples are named (`listed`, the run's bad_samples.tsv)."""
     if attempted >= MIN_SAMPLES_FOR_SKIP_CHECK and skipped / attempted > limit:
+        where = f"; each one is named in {listed}" if listed is not None else ""
         raise ValueError(f"{skipped} of {attempted} samples ({skipped / attempted:.1%}) were unreadable, above "
-                         f"data.max_skip_fraction={limit}: check the dataset (paths, corrupt files, empty captions) "
-                         "or raise the limit")
+                         f"data.max_skip_fraction={limit}{where}: check the dataset (paths, corrupt files, empty "
+                         "captions) or raise the limit")
 
 
 def is_map_style(dataset: Dataset) -> bool:
@@ -100,29 +103,89 @@ def batches_per_epoch(dataset: Dataset, config: TrainConfig) -> int | None:
         if size is None:
             return None
     if size < global_batch:
-        raise ValueError(f"the dataset has {size} samples, fewer than one batch (optim.batch_size={global_batch})")
+        bad = _bad_samples(dataset, size) if is_map_style(dataset) else []
+        named = (f" ({len(bad)} of them unreadable, e.g. {bad[0].source}: {bad[0].reason})" if bad else "")
+        raise ValueError(f"the dataset has {size} samples{named}, fewer than one batch "
+                         f"(optim.batch_size={global_batch})")
     return size // global_batch
 
 
-def epoch_loader(dataset: Dataset, config: TrainConfig, info: DistInfo, collate: Any, epoch: int,
-                 start_batch: int, pin_memory: bool) -> Iterable[dict]:
-    """This rank's batches of `epoch`, beginning at optimizer step `start_batch` of that epoch."""
-    workers = config.data.workers
-    local_batch = config.optim.batch_size // info.world_size
-    # Own generator: building an iterator must not draw from the global torch RNG (resume exactness).
-    generator = torch.Generator().manual_seed(config.runtime.seed * 100_003 + epoch)
-    common = dict(collate_fn=collate, num_workers=workers, pin_memory=pin_memory, generator=generator,
-                  persistent_workers=False, prefetch_factor=4 if workers else None,
-                  worker_init_fn=_worker_init if workers else None)
-    if hasattr(dataset, "set_epoch"):  # before the workers start: each holds a copy made now
-        dataset.set_epoch(epoch)  # type: ignore[attr-defined]
-    if is_map_style(dataset):
-        sampler = EpochBatchSampler(len(dataset), config.optim.batch_size, info.rank,  # type: ignore[arg-type]
-                                    info.world_size, config.runtime.seed, epoch, start_batch)
-        return DataLoader(dataset, batch_sampler=sampler, **common)
-    loader = DataLoader(dataset, batch_size=local_batch, drop_last=True, **common)
-    limit = batches_per_epoch(dataset, config)
-    return itertools.islice(loader, start_batch, limit)
+def _bad_samples(dataset: Dataset, size: int) -> list:
+    """The unreadable samples of a dataset smaller than one batch (cheap: fewer than a batch are read)."""
+    from alignclip.data.sources import BadSample
+
+    return [s for i in range(size) if isinstance(s := dataset[i], BadSample)]
+
+
+class _EpochIndexed(Dataset):
+    """A map-style dataset read at (epoch, index) keys: each worker's copy learns the epoch from the key, so one set
+    of persistent workers serves every epoch and augmentation stays a function of (seed, epoch, index)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        epoch, index = key
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)  # type: ignore[attr-defined]
+        return self.dataset[index]
+
+
+class _KeyedBatches(Sampler[list[tuple[int, int]]]):
+    """EpochBatchSampler's batches as (epoch, index) keys; epoch and start_batch are set before each epoch."""
+
+    def __init__(self, sampler: EpochBatchSampler) -> None:
+        self.sampler = sampler
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        epoch = self.sampler.epoch
+        for rows in self.sampler:
+            yield [(epoch, i) for i in rows]
+
+
+class TrainLoader:
+    """This rank's batches, one epoch at a time (`epoch(e, start_batch)`, from optimizer step start_batch on).
+
+    Map-style data: one DataLoader for the whole run, with persistent workers (restarting them every epoch costs
+    more than a short epoch takes). Iterable data (shards): a loader per epoch, since each worker's shard order
+    is fixed when its iterator starts."""
+
+    def __init__(self, dataset: Dataset, config: TrainConfig, info: DistInfo, collate: Any, pin_memory: bool) -> None:
+        self.dataset, self.config, self.info = dataset, config, info
+        workers = config.data.workers
+        self.common = dict(collate_fn=collate, num_workers=workers, pin_memory=pin_memory,
+                           prefetch_factor=4 if workers else None, worker_init_fn=_worker_init if workers else None)
+        self.sampler: EpochBatchSampler | None = None
+        self.loader: DataLoader | None = None
+        if is_map_style(dataset):
+            self.sampler = EpochBatchSampler(len(dataset), config.optim.batch_size, info.rank,  # type: ignore
+                                             info.world_size, config.runtime.seed, 0, 0)
+            # Own generator: building an iterator must not draw from the global torch RNG (resume exactness).
+            self.loader = DataLoader(_EpochIndexed(dataset), batch_sampler=_KeyedBatches(self.sampler),
+                                     persistent_workers=workers > 0, generator=self._generator(0), **self.common)
+
+    def _generator(self, epoch: int) -> torch.Generator:
+        return torch.Generator().manual_seed(self.config.runtime.seed * 100_003 + epoch)
+
+    def epoch(self, epoch: int, start_batch: int) -> Iterable[Any]:
+        if self.loader is not None and self.sampler is not None:
+            self.sampler.epoch, self.sampler.start_batch = epoch, start_batch
+            return self.loader
+        if hasattr(self.dataset, "set_epoch"):  # before the workers start: each holds a copy made now
+            self.dataset.set_epoch(epoch)  # type: ignore[attr-defined]
+        loader = DataLoader(self.dataset, batch_size=self.config.optim.batch_size // self.info.world_size,
+                            drop_last=True, generator=self._generator(epoch), **self.common)
+        return itertools.islice(loader, start_batch, batches_per_epoch(self.dataset, self.config))
+
+    def close(self) -> None:
+        """Stop the persistent workers now, not when the loader is garbage-collected."""
+        self.loader = None
 
 
 def caption_of(dataset: Dataset, index: int) -> str | None:

@@ -18,7 +18,7 @@ from alignclip.rundir import RunDir
 from .checkpoint import (load_weights, nonfinite_weights, resolve_resume, rng_state,
                          save_training_checkpoint, set_rng_state)
 from .config import TrainConfig, from_dict, save_config
-from .data import batches_per_epoch, build_train_dataset, check_skip_fraction, epoch_loader
+from .data import TrainLoader, batches_per_epoch, build_train_dataset, check_skip_fraction
 from .distributed import (DistInfo, DistributedTimeout, all_reduce, barrier, cleanup_distributed, device_for_rank,
                           dist_ready, env_info, first_line, init_distributed, is_timeout)
 from .factory import (beta_at, checked_resume_state, create_collate, create_loss, create_scaler, open_run_dir,
@@ -154,12 +154,12 @@ class Trainer:
                 self._warn(line)
         t0 = window_t0 = time.perf_counter()
         window_samples, stopped_by = 0, None
+        loader = TrainLoader(self.dataset, c, self.info, self.collate, self.device.type == "cuda")
         try:
             with SignalCatcher() as signals:
                 while self.step < self.total_steps and stopped_by is None:
                     got_any, finished = False, True
-                    for batch in epoch_loader(self.dataset, c, self.info, self.collate, self.epoch,
-                                              self.batch_in_epoch, self.device.type == "cuda"):
+                    for batch in loader.epoch(self.epoch, self.batch_in_epoch):
                         got_any = True
                         stopped_by, batch = self._sync(signals.received, batch)
                         if stopped_by is not None:
@@ -189,6 +189,7 @@ class Trainer:
                 self._check_window_finite()
                 checkpoint = self.save()
         finally:
+            loader.close()
             bar.close()
             self.logger.close()
         elapsed = time.perf_counter() - t0
@@ -258,7 +259,7 @@ class Trainer:
         self.last_record = record
         self.logger.log(record)
         bar.set_postfix(format_postfix(record), refresh=False)
-        check_skip_fraction(int(skipped), int(attempted), c.data.max_skip_fraction)
+        check_skip_fraction(int(skipped), int(attempted), c.data.max_skip_fraction, self.run_dir / "bad_samples.tsv")
         warning = self.collapse.update(record)
         if warning and self.main:
             self._warn(warning)
