@@ -157,6 +157,7 @@ def test_gap_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert rc == 0
     out = capsys.readouterr().out
     assert "separability" in out and "shift sweep" in out
+    assert "chance 0.5" in out and "separability_std" in out  # the classifier's chance level and its noise
     document = json.loads((tmp_path / "g.json").read_text())
     expected = gap_metrics(x.astype(np.float32), y.astype(np.float32))
     assert document["results"][0]["metrics"] == pytest.approx(expected)

@@ -98,6 +98,21 @@ def test_fully_separated_modalities() -> None:
     assert m["l2m"] > 1.5 and m["paired_cosine"] < -0.5 and m["rmg"] > 0.5
 
 
+def test_noise_estimates_match_fresh_samples_and_the_binomial_formula() -> None:
+    """l2m_std and separability_std are bootstrap estimates of sampling noise; the references: the spread of l2m
+    over 40 independent samples of the same distribution, and sqrt(p(1 - p) / N) over the 2 x 300 held-out rows."""
+    def draw(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        g = torch.Generator().manual_seed(seed)
+        return torch.randn(1000, 64, generator=g) + 0.15, torch.randn(1000, 64, generator=g)
+
+    m = gap_metrics(*draw(0))
+    fresh = torch.tensor([brute_force(*draw(100 + s))["l2m"] for s in range(40)])
+    assert m["l2m_std"] == pytest.approx(float(fresh.std()), rel=0.35)
+    p = m["separability"]
+    assert 0.6 < p < 0.95  # away from 0 and 1, where the binomial formula is a fair reference
+    assert m["separability_std"] == pytest.approx(math.sqrt(p * (1 - p) / 600), rel=0.25)
+
+
 def test_matches_brute_force_on_random_pairs() -> None:
     g = torch.Generator().manual_seed(2)
     x, y = torch.randn(70, 12, generator=g) + 0.5, torch.randn(70, 12, generator=g) * 3

@@ -223,3 +223,23 @@ def test_figures_are_wide_with_readable_legends(tmp_path: Path, monkeypatch: pyt
     for name, fig in figures.items():
         legend = next(ax.get_legend() for ax in fig.axes if ax.get_legend() is not None)
         assert min(t.get_fontsize() for t in legend.get_texts()) >= 12, name
+
+
+def test_comparison_bolds_only_beyond_the_noise_and_labels_post_training(tmp_path: Path) -> None:
+    """Separability 0.63 ± 0.02 vs 0.65 ± 0.02 is a tie (no bold); 0.50 ± 0.02 vs 0.90 is not. A post-trained control
+    keeps its method's name and says it was post-trained."""
+    runs = {"base": ("clip", 0.65, 0.90), "post": ("clip, post-trained from runs/base", 0.63, 0.50)}
+    for name, (method, tied, apart) in runs.items():
+        (tmp_path / name).mkdir()
+        results = [EvalResult("d", "modality_gap", {"separability": tied, "separability_std": 0.02}),
+                   EvalResult("e", "modality_gap", {"separability": apart, "separability_std": 0.02})]
+        (tmp_path / name / "metrics.json").write_text(json.dumps(
+            {"method": method, "architecture": "clip", "results": [r.to_dict() for r in results]}))
+    paths = write_comparison([tmp_path / "base", tmp_path / "post"], tmp_path / "cmp")
+    page = paths["index"].read_text()
+    assert re.findall(r'<td class="best">([^<]+)</td>', page) == ["0.5000 ± 0.0200"]
+    assert "0.6300 ± 0.0200" in page and "separability_std" not in page.split("<h3>")[1]  # folded into the cell
+    assert "post · clip post-trained/clip" in page and "clip,/clip" not in page and "base · clip/clip" in page
+    markdown = paths["markdown"].read_text()
+    assert "| d/modality_gap/separability | 0.6500 | 0.6300 |" in markdown
+    assert "| e/modality_gap/separability | 0.9000 | **0.5000** |" in markdown

@@ -44,3 +44,33 @@ def test_report_renders_in_chromium(tmp_path: Path) -> None:
 def test_missing_page_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="page not found"):
         screenshots.screenshot(tmp_path / "none.html", tmp_path / "x.png")
+
+
+def test_comparison_page_fits_a_1200_px_window(tmp_path: Path) -> None:
+    """Three runs with long paths and methods: the page is no wider than the window, and the run table needs no
+    horizontal scrolling either (long values wrap)."""
+    import subprocess
+
+    from alignclip.evaluation.report import write_comparison
+
+    x, y = gapped_pairs(60)
+    runs = []
+    for i in range(3):
+        run = tmp_path / f"runs-with-a-long-folder-name-number-{i}" / "eval"
+        document = {"model": str(run.parent / "checkpoints" / "step_000360"), "architecture": "clip",
+                    "method": f"alignclip (IMSep, negatives weighting, β=0.5), post-trained from {run.parent}/base",
+                    "model_size": "embed 128; vision 32px/patch 8, width 128 x 2 layers; text width 128 x 2 layers",
+                    "dataset": "csv:/data/some/long/path/heldout.csv", "results": [
+                        EvalResult("d", "modality_gap", gap_metrics(x, y))]}
+        write_report(run, document, x, y)
+        runs.append(run)
+    page = write_comparison(runs, tmp_path / "cmp")["index"]
+    probe = page.with_name("probe.html")
+    probe.write_text(page.read_text().replace(
+        "</body>", "<script>const t = document.querySelector('div.scroll'); document.title = 'W=' + "
+        "document.documentElement.scrollWidth + ',' + (t.scrollWidth - t.clientWidth);</script></body>"))
+    done = subprocess.run([screenshots.find_browser(), "--headless", "--no-sandbox", "--disable-gpu",
+                           "--window-size=1200,900", "--dump-dom", probe.as_uri()],
+                          capture_output=True, text=True, timeout=120)
+    width, run_table_overflow = map(int, done.stdout.split("<title>W=")[1].split("<")[0].split(","))
+    assert width <= 1200 and run_table_overflow == 0, (width, run_table_overflow)

@@ -31,8 +31,11 @@ def _lambdas(spec: str) -> list[float]:
 def _print_results(results: list[Any]) -> None:
     """Scores as one table, then each task's bookkeeping on one line."""
     from alignclip.evaluation.report import flatten_metrics, format_table, info_line
+    from alignclip.evaluation.result import GAP_NOTE
 
     print(format_table(flatten_metrics(results)))
+    if any("separability" in r.metrics for r in results):
+        print(GAP_NOTE)
     for r in results:
         info = info_line(r.info)
         if info:
@@ -164,12 +167,13 @@ def run_gap(args: argparse.Namespace) -> int:
     from alignclip.evaluation.features import load_embeddings
     from alignclip.evaluation.gap import gap_metrics, gap_shift_sweep
     from alignclip.evaluation.report import format_table, json_safe, write_report
-    from alignclip.evaluation.result import EvalResult
+    from alignclip.evaluation.result import GAP_NOTE, EvalResult
 
     image = load_embeddings(args.image_embeddings, args.key_image)
     text = load_embeddings(args.text_embeddings, args.key_text)
     gap = gap_metrics(image, text)
     print(format_table(gap))
+    print(GAP_NOTE)
     sweep = gap_shift_sweep(image, text, args.shift_lambdas) if args.shift_lambdas else None
     if sweep:
         keys = ["l2m", "rmg", "paired_cosine", "unpaired_cosine", "separability"]

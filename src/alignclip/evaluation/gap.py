@@ -17,10 +17,15 @@ ArrayLike = Union[torch.Tensor, np.ndarray]
 UNIFORMITY_MAX_SAMPLES = 10_000
 # The image-vs-text linear classifier trains on at most this many pairs (fixed-seed subset).
 SEPARABILITY_MAX_PAIRS = 20_000
+SEPARABILITY_TEST_FRACTION = 0.3
 RMG_MATCH_FLOOR = 1e-3
 
-GAP_KEYS = ("l2m", "l2i", "paired_cosine", "unpaired_cosine", "image_cosine", "text_cosine", "rmg", "alignment",
-            "uniformity_image", "uniformity_text", "separability")
+# Bootstrap resamples (over pairs) behind the ± of l2m and separability: sampling noise of the evaluated pairs.
+BOOTSTRAP_RESAMPLES = 200
+SEPARABILITY_CHANCE = 0.5  # both classes equally large: a classifier that cannot tell them apart
+
+GAP_KEYS = ("l2m", "l2m_std", "l2i", "paired_cosine", "unpaired_cosine", "image_cosine", "text_cosine", "rmg",
+            "alignment", "uniformity_image", "uniformity_text", "separability", "separability_std")
 
 
 def as_float_tensor(features: ArrayLike, name: str) -> torch.Tensor:
@@ -103,13 +108,9 @@ def uniformity(features: torch.Tensor, t: float = 2.0, chunk_size: int = 4096,
     return math.log(total / (n * (n - 1)))
 
 
-def separability(image_features: torch.Tensor, text_features: torch.Tensor, test_fraction: float = 0.3,
-                 max_pairs: int = SEPARABILITY_MAX_PAIRS, seed: int = 0, C: float = 1.0) -> float:
-    """Held-out accuracy of a logistic regression telling image from text embeddings.
-
-    Split by pair, so a pair's image and text sit on the same side and the classifier cannot exploit pair
-    identity; both classes are equally large, so 0.5 means the modalities overlap and 1.0 means separated.
-    """
+def _held_out_correct(image_features: torch.Tensor, text_features: torch.Tensor, test_fraction: float,
+                      max_pairs: int, seed: int, C: float) -> np.ndarray:
+    """Per held-out pair: the fraction (0, 0.5, 1) of its image and caption the image-vs-text classifier gets right."""
     from sklearn.linear_model import LogisticRegression
 
     n = image_features.shape[0]
@@ -127,7 +128,43 @@ def separability(image_features: torch.Tensor, text_features: torch.Tensor, test
     x_test, y_test = stack(test)
     classifier = LogisticRegression(C=C, max_iter=1000)
     classifier.fit(x_train, y_train)
-    return float((classifier.predict(x_test) == y_test).mean())
+    correct = (classifier.predict(x_test) == y_test).astype(np.float64)
+    return (correct[:n_test] + correct[n_test:]) / 2
+
+
+def separability(image_features: torch.Tensor, text_features: torch.Tensor,
+                 test_fraction: float = SEPARABILITY_TEST_FRACTION,
+                 max_pairs: int = SEPARABILITY_MAX_PAIRS, seed: int = 0, C: float = 1.0) -> float:
+    """Held-out accuracy of a logistic regression telling image from text embeddings.
+
+    Split by pair, so a pair's image and text sit on the same side and the classifier cannot exploit pair
+    identity; both classes are equally large, so 0.5 (SEPARABILITY_CHANCE) means the modalities overlap and 1.0
+    means separated. At a few hundred held-out pairs its sampling noise is a few hundredths (gap_metrics reports
+    it as separability_std), so a value slightly below 0.5 is chance, not anti-separation.
+    """
+    return float(_held_out_correct(image_features, text_features, test_fraction, max_pairs, seed, C).mean())
+
+
+def bootstrap_std(values: np.ndarray, seed: int = 0, resamples: int = BOOTSTRAP_RESAMPLES) -> float:
+    """Standard deviation of the mean of `values` over resamples with replacement (the mean's sampling noise)."""
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(values), size=(resamples, len(values)))
+    return float(values[draws].mean(axis=1).std(ddof=1))
+
+
+def l2m_bootstrap_std(x: torch.Tensor, y: torch.Tensor, seed: int = 0, resamples: int = BOOTSTRAP_RESAMPLES,
+                      chunk: int = 25) -> float:
+    """Bootstrap std of l2m over pairs: each resample's centroids are counts @ rows, so no pair matrix is built."""
+    generator = torch.Generator().manual_seed(seed)
+    n, diff = x.shape[0], (x.double() - y.double())
+    values = []
+    for start in range(0, resamples, chunk):
+        rows = min(chunk, resamples - start)
+        draws = torch.randint(0, n, (rows, n), generator=generator)
+        counts = torch.zeros(rows, n, dtype=torch.float64)
+        counts.scatter_add_(1, draws, torch.ones(rows, n, dtype=torch.float64))
+        values.append((counts @ diff / n).norm(dim=1))
+    return float(torch.cat(values).std())
 
 
 def gap_metrics(image_features: ArrayLike, text_features: ArrayLike, chunk_size: int = 4096,
@@ -138,7 +175,9 @@ def gap_metrics(image_features: ArrayLike, text_features: ArrayLike, chunk_size:
     unpaired/image/text_cosine = mean over i != j of x_i.y_j, x_i.x_j, y_i.y_j; rmg (Schrodi et al.) =
     d_m / (d_m + (d_x + d_y) / 2) with d_m = max((1 - paired)/2, 1e-3), d_x = (1 - image)/2, d_y = (1 - text)/2;
     alignment = mean ||x_i - y_i||^2 and uniformity_* (Wang & Isola 2020, t = 2, see `uniformity`);
-    separability = held-out accuracy of a linear image-vs-text classifier (see `separability`).
+    separability = held-out accuracy of a linear image-vs-text classifier (see `separability`; chance 0.5).
+    l2m_std and separability_std: bootstrap standard deviations over the pairs (the held-out pairs for
+    separability), the sampling noise to read a difference between two models against.
     """
     x, y = check_pairs(image_features, text_features)
     n = x.shape[0]
@@ -161,8 +200,10 @@ def gap_metrics(image_features: ArrayLike, text_features: ArrayLike, chunk_size:
     text_cosine = _offdiag_mean_cosine(sum_y, sum_y, norm_y, n)
     d_match = max((1.0 - paired_cosine) / 2.0, RMG_MATCH_FLOOR)
     d_intra = ((1.0 - image_cosine) / 2.0 + (1.0 - text_cosine) / 2.0) / 2.0
+    held_out = _held_out_correct(x, y, SEPARABILITY_TEST_FRACTION, SEPARABILITY_MAX_PAIRS, seed, C=1.0)
     return {
         "l2m": float((sum_x / n - sum_y / n).norm()),
+        "l2m_std": l2m_bootstrap_std(x, y, seed),
         "l2i": l2_pairs / n,
         "paired_cosine": paired_cosine,
         "unpaired_cosine": _offdiag_mean_cosine(sum_x, sum_y, paired, n),
@@ -172,7 +213,8 @@ def gap_metrics(image_features: ArrayLike, text_features: ArrayLike, chunk_size:
         "alignment": sq_pairs / n,
         "uniformity_image": uniformity(x, chunk_size=chunk_size, seed=seed),
         "uniformity_text": uniformity(y, chunk_size=chunk_size, seed=seed),
-        "separability": separability(x, y, seed=seed),
+        "separability": float(held_out.mean()),
+        "separability_std": bootstrap_std(held_out, seed),
     }
 
 

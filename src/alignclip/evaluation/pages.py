@@ -11,7 +11,7 @@ from typing import Sequence
 STYLE = ("body{font-family:sans-serif;margin:1.5em 2em;max-width:1500px;color:#222}"
          "table{border-collapse:collapse;margin:.3em 0 1em;font-size:.92em}td,th{border:1px solid #ccc;padding:3px 9px;"
          "text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}"
-         "td{white-space:nowrap}td.best{font-weight:bold;background:#e6f4e6}td.text{text-align:left;white-space:normal}"
+         "td{white-space:nowrap}td.best{font-weight:bold;background:#e6f4e6}td.text{text-align:left;white-space:normal;overflow-wrap:anywhere;min-width:8em}"
          "p.label{font-size:1.2em;margin:.2em 0 1em}"
          ".figures{display:flex;flex-wrap:wrap;gap:1em}figure{margin:0;flex:1 1 640px;max-width:900px}"
          "figure.wide{flex-basis:100%;max-width:none}img{width:100%;height:auto;border:1px solid #eee}"

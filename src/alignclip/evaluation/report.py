@@ -11,6 +11,7 @@ import html
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -18,7 +19,8 @@ import numpy as np
 
 from alignclip.evaluation.gap import GAP_KEYS, ArrayLike
 from alignclip.evaluation.pages import figure_grid, figure_html, html_page, html_table  # noqa: F401 (public here too)
-from alignclip.evaluation.result import EvalResult, as_result, best_of, better, metric_label, with_direction
+from alignclip.evaluation.result import (STD_SUFFIX, EvalResult, as_result, best_beyond_noise, better, metric_label,
+                                         with_direction)
 
 FIGURES = {"projection": "projection.png", "sphere": "sphere.png", "cosines": "cosines.png",
            "shift_sweep": "shift_sweep.png"}
@@ -121,9 +123,23 @@ def _groups(results: Sequence[EvalResult]) -> dict[str, list[EvalResult]]:
     return groups
 
 
+def shown_keys(metrics: Sequence[str]) -> list[str]:
+    """The metric columns of a table: a `<metric>_std` is shown inside its metric's cell, not as a column."""
+    present = set(metrics)
+    return [k for k in dict.fromkeys(metrics) if not (k.endswith(STD_SUFFIX) and k[:-len(STD_SUFFIX)] in present)]
+
+
+def metric_cell(metrics: Mapping[str, Any], key: str) -> str:
+    """'0.2917 ± 0.0038' when the metric's noise is known, else the value alone ('' when absent)."""
+    if key not in metrics:
+        return ""
+    std = metrics.get(key + STD_SUFFIX)
+    return format_value(key, metrics[key]) + (f" ± {std:.4f}" if isinstance(std, float) else "")
+
+
 def _task_table(results: Sequence[EvalResult]) -> str:
-    keys = list(dict.fromkeys(k for r in results for k in r.metrics))
-    rows = [[r.dataset] + [format_value(k, r.metrics[k]) if k in r.metrics else "" for k in keys] for r in results]
+    keys = shown_keys([k for r in results for k in r.metrics])
+    rows = [[r.dataset] + [metric_cell(r.metrics, k) for k in keys] for r in results]
     note = "".join(f"<p class=\"note\">pairs: {html.escape(str(p))}</p>"
                    for p in dict.fromkeys(r.info.get("pairs") for r in results) if p)
     return html_table(["dataset"] + [metric_label(k) for k in keys], rows, tooltips=[""] + keys) + note
@@ -197,6 +213,12 @@ def _read(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path} is not valid JSON: {error}") from None
 
 
+def _head(text: str) -> str:
+    """'clip' of 'clip, post-trained from X' and of 'clip (IMSep, ...)'; a post-training keeps its mark."""
+    word = re.match(r"[\w+.-]*", text).group(0) or text.split(" ")[0]  # type: ignore[union-attr]
+    return f"{word} post-trained" if "post-trained" in text else word
+
+
 def _short_labels(runs: Sequence[str | Path], infos: Sequence[Mapping[str, Any]]) -> list[str]:
     """'clip-run · clip/clip': the run folder (with its parent when two share a name), method, architecture."""
     paths = [Path(run).resolve() for run in runs]
@@ -204,7 +226,7 @@ def _short_labels(runs: Sequence[str | Path], infos: Sequence[Mapping[str, Any]]
     names = [f"{p.parent.name}/{n}" if names.count(n) > 1 else n for p, n in zip(paths, names)]
     labels = []
     for name, info in zip(names, infos):
-        what = "/".join(str(info[k]).split(" ")[0] for k in ("method", "architecture") if info.get(k))
+        what = "/".join(_head(str(info[k])) for k in ("method", "architecture") if info.get(k))
         labels.append(f"{name} · {what}" if what else name)
     return labels
 
@@ -214,7 +236,7 @@ def _comparison_tables(labels: list[str], runs: list[list[EvalResult]]) -> list[
     in bold (runs are compared on the same dataset only)."""
     sections = []
     for task, group in _groups([r for results in runs for r in results]).items():
-        metrics = list(dict.fromkeys(k for r in group for k in r.metrics))
+        metrics = shown_keys([k for r in group for k in r.metrics])
         rows, best = [], set()
         for dataset in dict.fromkeys(r.dataset for r in group):
             found = {label: next((r for r in results if (r.dataset, r.task) == (dataset, task)), None)
@@ -222,9 +244,10 @@ def _comparison_tables(labels: list[str], runs: list[list[EvalResult]]) -> list[
             found = {label: r for label, r in found.items() if r is not None}
             for column, key in enumerate(metrics, start=2):
                 values = {label: r.metrics[key] for label, r in found.items() if r.metrics.get(key) is not None}
-                best |= {(len(rows) + list(found).index(label), column) for label in best_of(values, better(key))}
-            rows += [[dataset, label] + [format_value(k, r.metrics[k]) if k in r.metrics else "" for k in metrics]
-                     for label, r in found.items()]
+                stds = {label: r.metrics.get(key + STD_SUFFIX) for label, r in found.items()}
+                best |= {(len(rows) + list(found).index(label), column)
+                         for label in best_beyond_noise(values, better(key), stds)}
+            rows += [[dataset, label] + [metric_cell(r.metrics, k) for k in metrics] for label, r in found.items()]
         sections.append(f"<h3>{html.escape(group[0].label)}</h3>" + html_table(
             ["dataset", "run"] + [metric_label(k) for k in metrics], rows, best, ["", ""] + metrics)
             + "".join(f"<p class=\"note\">pairs: {html.escape(str(p))}</p>"
@@ -257,18 +280,24 @@ def write_comparison(runs: Sequence[str | Path], out_dir: str | Path) -> dict[st
         writer.writerows([key] + [cell(t, key) for t in tables] for key in keys)
     md = ["| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for key in keys:
-        bold = best_of({i: t[key] for i, t in enumerate(tables) if key in t}, better(key))
+        bold = best_beyond_noise({i: t[key] for i, t in enumerate(tables) if key in t}, better(key),
+                                 {i: t.get(key + STD_SUFFIX) for i, t in enumerate(tables)})
         md.append(f"| {with_direction(key)} | " + " | ".join(f"**{cell(t, key)}**" if i in bold else cell(t, key)
                                              for i, t in enumerate(tables)) + " |")
     (out / "comparison.md").write_text("\n".join(md) + "\n")
 
     info_keys = list(dict.fromkeys([k for k in RUN_KEYS if any(k in info for _, info, _ in documents)]
                                    + [k for _, info, _ in documents for k in info]))
-    run_rows = [[label] + [format_value(k, info[k]) if k in info else "" for k in info_keys]
-                for label, (_, info, _) in zip(labels, documents)]
-    body = [html_table(["run"] + info_keys, run_rows),
+    # One row per setting, one column per run: a few runs' long values (paths, methods) wrap instead of
+    # widening the page.
+    run_rows = [[key] + [format_value(key, info[key]) if key in info else "" for _, info, _ in documents]
+                for key in info_keys]
+    body = [html_table(["run"] + labels, run_rows),
             "<p class=\"note\">Bold: the best run in its column (↑ higher is better, ↓ lower; no arrow: "
-            "descriptive only). Hover a column name for its metrics.json key.</p>"]
+            "descriptive only), only where it beats every other run by more than twice the noise: ± is a bootstrap "
+            "standard deviation over the evaluated pairs; a column without ± has no noise estimate, so read a small "
+            "difference there as noise until several seeds say otherwise. Hover a column name for its metrics.json "
+            "key.</p>"]
     body += _comparison_tables(labels, [results for results, _, _ in documents])
     figures = []
     panels = {label: (data["image"], data["text"]) for label, path in zip(labels, files)

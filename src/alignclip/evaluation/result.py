@@ -30,8 +30,11 @@ METRIC_LABELS = {
     "paired_cosine": "paired cos", "unpaired_cosine": "unpaired cos", "image_cosine": "img-img cos",
     "text_cosine": "txt-txt cos", "rmg": "RMG", "uniformity_image": "uniformity img",
     "uniformity_text": "uniformity txt",
-    "spearman": "Spearman ρ", "pearson": "Pearson r",
+    "spearman": "Spearman ρ", "pearson": "Pearson r", "separability": "separability (chance 0.5)",
 }
+STD_SUFFIX = "_std"  # "<metric>_std": the metric's sampling noise, shown as "value ± std" beside it
+GAP_NOTE = ("separability: held-out accuracy of a linear image-vs-text classifier, chance 0.5 (overlap); "
+            "*_std: bootstrap standard deviation over the evaluated pairs")
 # Retrieval: i2t = an image finds one of its captions (I→T), t2i = a caption finds its image (T→I).
 DIRECTIONS = {"i2t": "I→T", "t2i": "T→I"}
 for _k in (1, 5, 10):
@@ -63,6 +66,14 @@ def with_direction(key: str) -> str:
     """'synthetic/retrieval/i2t_recall@1 (I→T)': a plain-text key with its retrieval direction spelled out."""
     way = key.rsplit("/", 1)[-1].split("_", 1)[0]
     return f"{key} ({DIRECTIONS[way]})" if way in DIRECTIONS and "_recall@" in key else key
+
+
+def best_beyond_noise(values: Mapping[Any, float], direction: str, stds: Mapping[Any, float]) -> set[Any]:
+    """best_of, where values within twice the largest known noise (`stds`) of the best tie with it; none when
+    every value ties, so a difference inside the noise is never marked."""
+    tolerance = max([5e-4] + [2 * s for s in stds.values() if s is not None])
+    best = best_of(values, direction, tolerance)
+    return set() if len(best) == len(values) else best
 
 
 def metric_label(metric: str) -> str:
