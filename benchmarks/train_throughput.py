@@ -66,7 +66,7 @@ class Bench:
         start = time.perf_counter()
         semantic = None
         if self.encoder is not None:
-            semantic = self.encoder.encode(batch["captions"]).to(self.device, non_blocking=True)
+            semantic = self.encoder.encode(batch.captions).to(self.device, non_blocking=True)
         self.runner.step(batch, semantic, self.step_num, check_finite=False)
         sync()
         self.step_num += 1

@@ -129,7 +129,7 @@ def test_collate_drops_and_counts_bad_samples():
     assert empty.images.shape == (0, 3, 32, 32) and empty.tokens.shape == (0, 12)
     assert empty.num_skipped == 2 and empty.captions == []
     clone = pickle.loads(pickle.dumps(collate))  # DataLoader workers receive a pickled copy
-    assert torch.equal(clone([ds[0]])["tokens"], collate([ds[0]])["tokens"])
+    assert torch.equal(clone([ds[0]]).tokens, collate([ds[0]]).tokens)
 
 
 def test_synthetic_through_dataloader_workers():

@@ -15,7 +15,8 @@ import torch
 
 from alignclip.cli.data import register
 from alignclip.data.pack import BAD_SAMPLES_FILE, pack
-from alignclip.data.shards import BadSample, TarShardDataset, braceexpand, expand_urls
+from alignclip.data.shards import BadSample, TarShardDataset
+from alignclip.data.streams import braceexpand, expand_urls
 from alignclip.data.sources import CsvDataset, FolderDataset
 from alignclip.data.synthetic import SyntheticShapes
 from alignclip.data.transforms import EvalTransform

@@ -14,7 +14,8 @@ import torch
 from alignclip.cli.data import register
 from alignclip.data.collate import Collate
 from alignclip.data.pack import pack
-from alignclip.data.shards import BadSample, TarShardDataset, braceexpand, expand_urls, iter_tar_groups
+from alignclip.data.shards import BadSample, TarShardDataset, iter_tar_groups
+from alignclip.data.streams import braceexpand, expand_urls
 from alignclip.data.sources import CsvDataset, FolderDataset, build_dataset
 from alignclip.data.synthetic import SyntheticShapes
 from alignclip.data.transforms import EvalTransform, TrainTransform
@@ -141,7 +142,7 @@ def test_pack_csv_and_folder_sources(tmp_path):
     assert [s["caption"] for s in back] == [c for _, c in pairs] and back[0]["image"].shape == (3, 32, 32)
     for path, caption in pairs:
         Path(path).with_suffix(".txt").write_text(caption)
-    summary = pack(f"folder:{tmp_path / 'img'}", str(tmp_path / "f"), image_format="png", progress=False)
+    summary = pack(f"captions:{tmp_path / 'img'}", str(tmp_path / "f"), image_format="png", progress=False)
     back = list(TarShardDataset(str(tmp_path / "f"), shuffle_buffer=0))
     assert summary.num_written == 5 and sorted(s["caption"] for s in back) == sorted(c for _, c in pairs)
 
@@ -256,7 +257,7 @@ def test_build_dataset_specs_and_errors(tmp_path, shards):
     with pytest.raises(FileNotFoundError, match="shards not found"):
         build_dataset(f"wds:{tmp_path}/x-{{0..3}}.tar", 32, train=True)
     with pytest.raises(FileNotFoundError):
-        build_dataset(f"folder:{tmp_path}/none", 32, train=True)
+        build_dataset(f"captions:{tmp_path}/none", 32, train=True)
 
 
 def test_cli_data_pack(tmp_path, capsys):

@@ -33,7 +33,9 @@ def test_parse_spec_is_typed_and_checks_options() -> None:
     assert parse_spec("tsv:a.tsv") == DataSpec("tsv", "a.tsv", {"sep": "\t"})  # tsv: tabs, unless told otherwise
     assert parse_spec("tsv:a.tsv", sep=",").options == {"sep": ","}
     assert parse_spec("csv:a.csv", sep="auto", image_key=None).options == {}  # auto/None: detect / default
-    assert parse_spec("captions:imgs/") == DataSpec("folder", "imgs/", {})
+    assert parse_spec("captions:imgs/") == DataSpec("captions", "imgs/", {})
+    with pytest.raises(ValueError, match="captions:DIR"):
+        parse_spec("folder:imgs/")
     assert parse_spec("x.tsv").kind == "csv" and parse_spec("s/{0..3}.tar").scheme == "wds"
     assert parse_spec("synthetic:50") == DataSpec("synthetic", "50", {}) and str(parse_spec("synthetic")) == "synthetic"
     assert parse_spec("synthetic:50").count == 50 and parse_spec("synthetic").count is None
@@ -116,7 +118,7 @@ class _Tokens:
         return torch.tensor([[len(t), 1] for t in texts], dtype=torch.long).reshape(-1, 2)
 
 
-def test_batch_is_typed_trims_and_still_reads_like_the_old_dict() -> None:
+def test_batch_is_typed_and_trims() -> None:
     samples = [{"image": torch.full((3, 2, 2), float(i)), "caption": "x" * (i + 1), "labels": {"shape": i}}
                for i in range(4)]
     from alignclip.data.shards import BadSample
@@ -124,12 +126,12 @@ def test_batch_is_typed_trims_and_still_reads_like_the_old_dict() -> None:
     assert isinstance(batch, Batch) and len(batch) == 4 and batch.num_skipped == 2
     assert batch.bad_samples == [("f.png", "broken")] and batch.captions == ["x", "xx", "xxx", "xxxx"]
     assert batch.tokens[:, 0].tolist() == [1, 2, 3, 4] and batch.labels["shape"].tolist() == [0, 1, 2, 3]
-    assert batch["images"] is batch.images and batch.get("trimmed", 0) == 0 and "labels" in batch
+    assert batch.trimmed == 0 and not hasattr(batch, "keys")  # typed fields only, no mapping interface
     cut = batch.trim(3)
     assert len(cut) == 3 and cut.trimmed == 1 and cut.captions == batch.captions[:3]
     assert cut.labels["shape"].tolist() == [0, 1, 2] and cut.num_skipped == 2 and batch.trim(9) is batch
     empty = Collate(_Tokens(), image_size=8)([None])
-    assert empty.images.shape == (0, 3, 8, 8) and empty.tokens.shape == (0, 2) and "labels" not in empty
+    assert empty.images.shape == (0, 3, 8, 8) and empty.tokens.shape == (0, 2) and empty.labels is None
 
 
 def test_pack_and_inspect_take_the_train_csv_settings(tmp_path: Path, capsys) -> None:

@@ -84,16 +84,16 @@ def test_posttraining_rows_start_from_the_same_seeds_clip(quick_demo: Path) -> N
         assert any(not (before[k] == after[k]).all() for k in before)  # it trained
 
 
-def test_curves_make_the_contrastive_loss_comparable(tmp_path: Path) -> None:
-    """ClipLoss logs the mean of the two directions; AlignCLIPLoss alpha x their sum (hand-made logs)."""
-    lines = [{"step": 10, "contrastive_loss": 2 * 0.5 * math.log(128), "image_cosine": 0.99, "text_cosine": 0.5},
+def test_curves_read_the_logged_values(tmp_path: Path) -> None:
+    """Both losses log the mean of the two directions, so the curves are the logged values (hand-made logs)."""
+    lines = [{"step": 10, "contrastive_loss": math.log(128), "l2m": 0.5, "image_cosine": 0.99, "text_cosine": 0.5},
              {"step": 20, "contrastive_loss": 3.0, "image_cosine": 0.2, "text_cosine": 0.95},
              {"step": 25, "contrastive_loss": 1.0, "image_cosine": 0.1, "text_cosine": 0.2}]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
-    curves = read_curves(tmp_path, alpha=0.5, step_offset=100)
-    assert curves["contrastive_loss"][0] == pytest.approx(math.log(128))
-    assert list(curves["step"]) == [110, 120, 125]
-    assert read_curves(tmp_path, alpha=None)["contrastive_loss"][1] == 3.0
+    curves = read_curves(tmp_path, step_offset=100)
+    assert curves["contrastive_loss"][0] == pytest.approx(math.log(128)) and curves["l2m"][0] == 0.5
+    assert list(curves["step"]) == [110, 120, 125] and math.isnan(curves["l2m"][1])
+    assert read_curves(tmp_path)["contrastive_loss"][1] == 3.0
     assert math.isnan(curves["separation_loss"][0])
     assert collapse_diagnosis(tmp_path, 0.9) == {"train/collapsed": 0.0, "train/steps_collapsed": 20.0}
     assert collapse_diagnosis(tmp_path, 0.1)["train/collapsed"] == 1.0

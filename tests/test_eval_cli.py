@@ -103,9 +103,8 @@ def test_eval_fashion_mnist_from_idx(checkpoint: Path, tmp_path: Path, monkeypat
 
 def test_eval_image_folder(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     root = make_folder(tmp_path / "pets")
-    with pytest.warns(FutureWarning, match="classes:DIR"):  # the deprecated spelling still works
-        assert cli(["eval", checkpoint, "--dataset", f"folder:{root}", "--out", tmp_path / "out",
-                    "--tasks", "zeroshot,linear_probe,gap"]) == 0
+    assert cli(["eval", checkpoint, "--dataset", f"classes:{root}", "--out", tmp_path / "out",
+                "--tasks", "zeroshot,linear_probe,gap"]) == 0
     document = json.loads((tmp_path / "out" / "metrics.json").read_text())
     tasks = {(r["dataset"], r["task"]): r["info"] for r in document["results"]}
     assert tasks[("classes/pets", "linear_probe")]["num_train"] == 4  # stratified halves of 2 x 3 images
@@ -125,7 +124,8 @@ def test_eval_image_folder(checkpoint: Path, tmp_path: Path, capsys: pytest.Capt
     (["eval", "CKPT", "--open-clip", "ViT-B-32"], "not both"),
     (["eval", "CKPT", "--weights", "w.pt"], "--weights is only used with --open-clip"),
     (["eval", "CKPT", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
-    (["eval", "CKPT", "--dataset", "folder:/nonexistent/dir", "--tasks", "zeroshot"], "image folder not found"),
+    (["eval", "CKPT", "--dataset", "classes:/nonexistent/dir", "--tasks", "zeroshot"], "image folder not found"),
+    (["eval", "CKPT", "--dataset", "folder:/some/dir"], "classes:DIR (one sub-folder per class)"),
     (["eval", "CKPT", "--dataset", "fashion-mnist", "--tasks", "retrieval"], "retrieval needs several captions"),
     (["eval", "CKPT", "--tasks", "zeroshot,captioning"], "unknown task 'captioning'"),
     (["eval", "CKPT", "--tasks", "sts", "--sts-file", "/nonexistent.tsv"], "STS file not found"),

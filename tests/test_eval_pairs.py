@@ -51,7 +51,7 @@ def test_eval_pairs_groups_captions_by_image(checkpoint: Path, pairs_csv: Path, 
 
 def test_embed_matches_the_model_and_feeds_gap(checkpoint: Path, pairs_csv: Path, tmp_path: Path) -> None:
     import alignclip
-    from alignclip.data.sources import load_image
+    from alignclip.data.images import load_image
 
     out = tmp_path / "emb"
     assert cli(["embed", checkpoint, "--dataset", f"tsv:{pairs_csv}", "--out", out]) == 0
@@ -98,7 +98,7 @@ def test_dataset_spellings(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert check_dataset("classes:/d") == "classes:/d"
-    with pytest.warns(FutureWarning, match="classes:DIR"):
+    with pytest.raises(ValueError, match="classes:DIR"):  # one spelling per kind: classes: or captions:
         check_dataset("folder:/d")
     with pytest.raises(ValueError, match="captions:DIR"):
         check_dataset("pets")

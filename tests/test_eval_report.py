@@ -112,14 +112,9 @@ def test_flatten_metrics() -> None:
     assert flatten_metrics(document) == {"synthetic/shape/zeroshot_classification/top1": 0.5}
 
 
-def test_result_reads_metrics_json_written_before_info_existed() -> None:
-    old = {"dataset": "classes/pets", "task": "modality_gap", "pairs": "image, class prompt",
-           "metrics": {"l2m": 1.2, "num_samples": 153.0}}
-    result = EvalResult.from_dict(old)
-    assert result.metrics == {"l2m": 1.2} and result.info == {"pairs": "image, class prompt", "num_samples": 153.0}
-    assert EvalResult.from_dict(result.to_dict()) == result
-    with pytest.deprecated_call():
-        assert result["metrics"] == {"l2m": 1.2}  # the thin alias for code that indexed the old dicts
+def test_result_round_trips_through_its_record() -> None:
+    result = EvalResult("classes/pets", "modality_gap", {"l2m": 1.2}, {"pairs": "image, class prompt"})
+    assert EvalResult.from_dict(result.to_dict()) == result and not hasattr(result, "__getitem__")
     with pytest.raises(ValueError, match="not an evaluation result"):
         EvalResult.from_dict({"dataset": "d"})
 

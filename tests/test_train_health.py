@@ -3,14 +3,12 @@ learn, a collapse warning on a trend after warm-up with advice that fits, l2m in
 the small shared helpers (unwrap, the metrics window, resume resolved once)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from alignclip.demo.curves import read_curves
 from alignclip.models.base import unwrap
 from alignclip.training import NonFiniteLossError, load_config, train
 from alignclip.training.checkpoint import resolve_resume
@@ -91,17 +89,6 @@ def test_a_short_run_says_so_and_fits_its_warmup(tmp_path, micro_preset, capsys)
     records = read_metrics(result.run_dir)
     assert [r["lr"] for r in records] == [lr_at(r["step"] - 1, config.optim.lr, 1, 8) for r in records]
     assert "l2m" in records[-1] and "centroid_distance" not in records[-1]  # one name in the logs
-
-
-def test_curves_read_new_and_old_logs(tmp_path: Path) -> None:
-    new = [{"step": 10, "contrastive_loss": 2.0, "l2m": 0.5, "image_cosine": 0.2, "text_cosine": 0.1}]
-    old = [{"step": 10, "contrastive_loss": 2.0, "centroid_distance": 0.5, "image_cosine": 0.2, "text_cosine": 0.1}]
-    for name, lines in (("new", new), ("old", old)):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
-    assert read_curves(tmp_path / "new", alpha=0.5)["contrastive_loss"][0] == 2.0  # already the mean
-    assert read_curves(tmp_path / "old", alpha=0.5)["contrastive_loss"][0] == 2.0  # 0.5 x sum of 4.0, halved
-    assert read_curves(tmp_path / "old", alpha=0.5)["l2m"][0] == read_curves(tmp_path / "new", alpha=None)["l2m"][0]
 
 
 def test_unwrap_nested_wrappers() -> None:

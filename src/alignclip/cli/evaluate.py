@@ -16,7 +16,7 @@ HELP_COMPARE = "one table (Markdown + CSV) and one index.html of several runs' m
 HELP_EMBED = "write image and caption embeddings of your pairs (.npy + pairs.csv) for `alignclip gap` or any tool"
 CHECKPOINT = ("a run folder (its checkpoints/best, else the newest checkpoint), our checkpoint (folder or "
               ".safetensors), an AlignCLIP/open_clip .pt or a Hugging Face CLIPModel folder")
-DATASETS = ("synthetic | fashion-mnist | classes:DIR (one sub-folder per class; folder:DIR is deprecated) | your "
+DATASETS = ("synthetic | fashion-mnist | classes:DIR (one sub-folder per class) | your "
             "held-out pairs: csv:PATH, tsv:PATH, captions:DIR (image + same-name .txt), wds:PATTERN (local, pipe:, "
             "http(s)); default synthetic")
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from .collate import Batch, Collate
 from .pack import pack
-from .shards import TarShardDataset, braceexpand
+from .shards import TarShardDataset
+from .streams import braceexpand
 from .sources import CsvDataset, FolderDataset, build_dataset
 from .synthetic import SyntheticShapes, synthetic_sts, zeroshot_tasks
 from .transforms import EvalTransform, TrainTransform, image_transform

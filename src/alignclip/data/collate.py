@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 
@@ -19,8 +19,7 @@ class Batch:
 
     `num_skipped` counts the bad samples the collate dropped, `bad_samples` names them (source, reason) so the main
     process can record them even when a worker loaded them, and `trimmed` counts rows cut by the distributed sync
-    (see `trim`). Dict-style access (`batch["images"]`, `.get`, `{**batch}`) still works for code written against
-    the old dict.
+    (see `trim`).
     """
 
     images: torch.Tensor  # [n, 3, H, W]
@@ -47,24 +46,6 @@ class Batch:
         labels = {k: v.pin_memory() for k, v in self.labels.items()} if self.labels is not None else None
         return dataclasses.replace(self, images=self.images.pin_memory(), tokens=self.tokens.pin_memory(),
                                    labels=labels)
-
-    # Transitional mapping interface: the old collate returned a dict.
-    def keys(self) -> list[str]:
-        return [f.name for f in dataclasses.fields(self) if not (f.name == "labels" and self.labels is None)]
-
-    def __getitem__(self, key: str) -> Any:
-        if key not in self.keys():
-            raise KeyError(key)
-        return getattr(self, key)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.keys()
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.keys())
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self[key] if key in self else default
 
 
 class Collate:

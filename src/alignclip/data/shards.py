@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from .images import IMAGE_EXTENSIONS, load_image
-from .streams import braceexpand, expand_urls, is_remote, open_stream
+from .streams import expand_urls, is_remote, open_stream
 from .transforms import sample_seed
 
 logger = logging.getLogger(__name__)
@@ -239,6 +239,5 @@ class TarShardDataset(torch.utils.data.IterableDataset):
             yield self.decode(raw)
 
 
-# braceexpand and expand_urls are re-exported: older code imports them from here.
-__all__ = ["BadSample", "RawSample", "TarShardDataset", "braceexpand", "check_raw", "count_samples", "decode_caption",
-           "expand_urls", "is_bad", "iter_tar_groups", "split_key"]
+__all__ = ["BadSample", "RawSample", "TarShardDataset", "check_raw", "count_samples", "decode_caption", "is_bad",
+           "iter_tar_groups", "split_key"]

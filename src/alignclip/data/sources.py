@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from .images import IMAGE_EXTENSIONS, UnreadableImage, is_image_file, load_image
-from .shards import BadSample, TarShardDataset, braceexpand, decode_caption, expand_urls
+from .shards import BadSample, TarShardDataset, decode_caption
 from .spec import DataSpec, csv_separator, parse_spec
 from .synthetic import SyntheticShapes
 from .transforms import image_transform, sample_seed
@@ -175,7 +175,7 @@ def build_dataset(spec: str | DataSpec, image_size: int, train: bool, num_sample
     sample_seeds = seed if train else None  # training crops: a function of (seed, epoch, index); eval: none drawn
     if kind == "csv":
         return CsvDataset(target, transform=transform, num_samples=num_samples, seed=sample_seeds, **kw)
-    if kind == "folder":
+    if kind == "captions":
         return FolderDataset(target, transform=transform, num_samples=num_samples, seed=sample_seeds)
     kw.setdefault("shuffle_shards", train)
     kw.setdefault("shuffle_buffer", 1000 if train else 0)
@@ -183,5 +183,4 @@ def build_dataset(spec: str | DataSpec, image_size: int, train: bool, num_sample
                            num_samples=num_samples, **kw)
 
 
-__all__ = ["BadSample", "CsvDataset", "DataSpec", "FolderDataset", "TarShardDataset", "braceexpand", "build_dataset",
-           "expand_urls", "load_image", "parse_spec", "read_image"]
+__all__ = ["CsvDataset", "FolderDataset", "build_dataset", "read_image"]

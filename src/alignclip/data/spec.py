@@ -10,10 +10,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-SCHEMES = ("synthetic", "csv", "tsv", "folder", "wds")  # captions:DIR is a spelling of folder:DIR
+SCHEMES = ("synthetic", "csv", "tsv", "captions", "wds")
 OPTIONS = {"synthetic": {"two_shape_prob", "supersample"},
            "csv": {"image_key", "caption_key", "sep", "root"},
-           "folder": set(),
+           "captions": set(),
            "wds": {"shuffle_shards", "shuffle_buffer", "resampled"}}
 SEPARATORS = ",\t;|"  # what detection chooses among
 AUTO = "auto"  # data.csv_separator's spelling of "detect it"
@@ -44,8 +44,8 @@ class DataSpec:
 
 def _scheme_and_path(spec: str) -> tuple[str, str]:
     scheme, colon, rest = spec.partition(":")
-    if colon and scheme in SCHEMES + ("captions",):
-        return ("folder" if scheme == "captions" else scheme), rest
+    if colon and scheme in SCHEMES:
+        return scheme, rest
     if spec == "synthetic":
         return "synthetic", ""
     lower = spec.lower()
@@ -56,9 +56,9 @@ def _scheme_and_path(spec: str) -> tuple[str, str]:
     if ".tar" in lower or "{" in spec:
         return "wds", spec
     if os.path.isdir(spec):
-        return "folder", spec
-    raise ValueError(f"unknown dataset {spec!r}: use synthetic[:N], csv:PATH, tsv:PATH, captions:DIR "
-                     "(alias folder:DIR) or wds:PATTERN")
+        return "captions", spec
+    raise ValueError(f"unknown dataset {spec!r}: use synthetic[:N], csv:PATH, tsv:PATH, captions:DIR (images with "
+                     "a same-name .txt caption) or wds:PATTERN")
 
 
 def parse_spec(spec: str | DataSpec, **options: Any) -> DataSpec:

@@ -3,7 +3,7 @@ escape and the separation warm-up, and the per-run collapse diagnosis that the t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -20,29 +20,14 @@ QUANTITIES = (
 )
 
 
-def is_old_record(record: Mapping[str, Any]) -> bool:
-    """Written before the terms had one meaning each: such a record has no `l2m` (it named it
-    `centroid_distance`), and AlignCLIPLoss logged alpha x the SUM of the two directions as contrastive_loss."""
-    return "l2m" not in record
-
-
-def comparable_contrastive(record: Mapping[str, Any], alpha: float | None) -> float | None:
-    """The mean of the two InfoNCE directions: as logged now by both losses; an old AlignCLIP record's
-    alpha x sum is halved and divided by alpha (`alpha` is None for ClipLoss runs)."""
-    value = record.get("contrastive_loss")
-    if value is None:
-        return None
-    return float(value) / (2 * alpha) if alpha and is_old_record(record) else float(value)
-
-
-def read_curves(run_dir: str | Path, alpha: float | None, step_offset: int = 0) -> dict[str, np.ndarray]:
-    """{"step": [...], quantity: [...]} from one run (NaN where a quantity was not logged). `alpha` is the
-    AlignCLIPLoss alpha of the run, None for ClipLoss; `step_offset` places a post-training run after its start."""
+def read_curves(run_dir: str | Path, step_offset: int = 0) -> dict[str, np.ndarray]:
+    """{"step": [...], quantity: [...]} from one run (NaN where a quantity was not logged); `step_offset` places a
+    post-training run after its start. Both losses log contrastive_loss as the mean of the two directions, so the
+    curves of every method compare as logged."""
     records = [r for r in read_metrics(run_dir) if "step" in r]
-    records = [{**r, "l2m": r["centroid_distance"]} if "centroid_distance" in r else r for r in records]
     curves = {"step": np.array([r["step"] + step_offset for r in records], dtype=float)}
     for key, _, _ in QUANTITIES:
-        values = [comparable_contrastive(r, alpha) if key == "contrastive_loss" else r.get(key) for r in records]
+        values = [r.get(key) for r in records]
         curves[key] = np.array([np.nan if v is None or isinstance(v, str) else float(v) for v in values])
     return curves
 

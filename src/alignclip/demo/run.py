@@ -205,7 +205,7 @@ def _train_and_evaluate(settings: DemoSettings, name: str, out_dir: Path, seed: 
     metrics = _evaluate(alignclip.load_checkpoint(result.checkpoint), name, settings, Path(result.run_dir),
                         {"training": result.to_dict()})
     metrics.update(collapse_diagnosis(result.run_dir, config.logging.collapse_threshold))
-    return metrics, {**result.to_dict(), "alpha": config.loss.alpha if config.method == "alignclip" else None}
+    return metrics, result.to_dict()
 
 
 def table_columns(settings: DemoSettings) -> dict[str, Any]:
@@ -261,7 +261,7 @@ def run_demo(settings: DemoSettings, log: Callable[[str], None] = print) -> Demo
     columns = table_columns(settings)
     table = format_console(rows, **columns)
     write_tables(rows, out_dir, seeds, **columns)
-    curves = {name: [read_curves(t["run_dir"], t["alpha"], settings.num_steps if name in POSTTRAIN_METHODS else 0)
+    curves = {name: [read_curves(t["run_dir"], settings.num_steps if name in POSTTRAIN_METHODS else 0)
                      for t in runs] for name, runs in training.items() if name != "untrained"}
     plot_curves(curves, out_dir)
     document = {"settings": asdict(settings), "elapsed_seconds": time.time() - started,

@@ -16,12 +16,13 @@ import torch
 from tqdm.auto import tqdm
 
 from alignclip.data.shards import BadSample, TarShardDataset, check_raw
-from alignclip.data.sources import build_dataset, parse_spec, read_image
+from alignclip.data.sources import build_dataset, read_image
+from alignclip.data.spec import parse_spec
 from alignclip.data.transforms import EvalTransform
 from alignclip.evaluation.features import TokenizeFn, encode_texts, extract_features
 
 logger = logging.getLogger(__name__)
-PAIR_SCHEMES = ("csv", "tsv", "captions", "wds")  # eval spellings; captions:DIR is training's folder:DIR
+PAIR_SCHEMES = ("csv", "tsv", "captions", "wds")
 
 
 def is_pair_dataset(spec: str) -> bool:
@@ -55,7 +56,7 @@ class PairFeatures:
 
 def _rows(spec: str, image_size: int, **options: Any) -> Iterator[tuple[str, str, Any, str] | BadSample]:
     """(group key, image name, PIL image loader, caption) per usable row, or a BadSample."""
-    dataset = build_dataset(spec.replace("captions:", "folder:", 1), image_size=image_size, train=False, **options)
+    dataset = build_dataset(spec, image_size=image_size, train=False, **options)
     if isinstance(dataset, TarShardDataset):
         for raw in dataset.iter_raw():
             item = check_raw(raw)
@@ -78,7 +79,7 @@ def embed_pairs(model: torch.nn.Module, spec: str, num_images: int | None = None
                 batch_size: int = 256, device: str | torch.device | None = "cpu",
                 csv_image_key: str | None = None, csv_caption_key: str | None = None) -> PairFeatures:
     """Encode the images and captions of a pair dataset spec (csv:, tsv:, captions:, wds:) with `model`."""
-    scheme = parse_spec(spec).scheme  # a DataSpec (alignclip.data.spec): csv, tsv, folder or wds
+    scheme = parse_spec(spec).scheme  # a DataSpec (alignclip.data.spec): csv, tsv, captions or wds
     options = {"image_key": csv_image_key, "caption_key": csv_caption_key} if scheme in ("csv", "tsv") else {}
     index: dict[str, int] = {}  # group key -> image row
     images: list[str] = []

@@ -2,17 +2,12 @@
 
 Every evaluator returns an `EvalResult`: named scores in `metrics` (what runs are compared on) and bookkeeping in
 `info` (seed, sample counts, the probe's chosen C, ...), kept apart so a report never ranks runs by a seed or a
-sample count. metrics.json stores `to_dict()`; `from_dict` also reads files written before `info` existed.
+sample count. metrics.json stores `to_dict()`, and `from_dict` reads it back.
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Mapping
-
-# What metrics.json files written before `info` existed kept among the metrics.
-LEGACY_INFO_KEYS = ("num_samples", "num_images", "num_captions", "num_bad_samples", "num_pairs", "num_train",
-                    "num_test", "best_C", "val_top1")
 
 TASK_LABELS = {
     "zeroshot_classification": "zero-shot classification",
@@ -100,23 +95,13 @@ class EvalResult:
 
     @classmethod
     def from_dict(cls, record: Mapping[str, Any]) -> "EvalResult":
-        """A metrics.json record; older ones kept bookkeeping among the metrics and extra keys beside them."""
+        """A metrics.json record (`to_dict()`'s layout)."""
         try:
             dataset, task, metrics = str(record["dataset"]), str(record["task"]), dict(record["metrics"])
         except (KeyError, TypeError):
             raise ValueError(f"not an evaluation result (needs dataset, task, metrics): {str(record)[:80]}") from None
-        info = {k: v for k, v in record.items() if k not in ("dataset", "task", "metrics", "info")}
-        info.update(record.get("info") or {})
-        for key in LEGACY_INFO_KEYS:
-            if key in metrics:
-                info.setdefault(key, metrics.pop(key))
+        info = dict(record.get("info") or {})
         return cls(dataset, task, {k: v for k, v in metrics.items() if v is not None}, info)
-
-    def __getitem__(self, key: str) -> Any:
-        """Deprecated dict-style access (result["metrics"]) for code written when evaluators returned dicts."""
-        warnings.warn("EvalResult[...] is deprecated: use the attributes (result.metrics, result.info)",
-                      DeprecationWarning, stacklevel=2)
-        return self.to_dict()[key]
 
 
 def as_result(record: EvalResult | Mapping[str, Any]) -> EvalResult:

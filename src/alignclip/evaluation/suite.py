@@ -1,7 +1,6 @@
 """One call that runs every evaluation task of a model on one dataset (what `alignclip eval` and the trainer use)."""
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -43,17 +42,13 @@ def supported_tasks(dataset: str) -> list[str]:
 
 def dataset_name(dataset: str) -> str:
     """Name used in results: 'classes:/data/pets' -> 'classes/pets', 'csv:/d/val.csv' -> 'csv/val.csv'."""
-    if dataset.startswith(("classes:", "folder:")):
+    if dataset.startswith("classes:"):
         return f"classes/{Path(dataset.split(':', 1)[1]).name}"
     return pair_dataset_name(dataset) if is_pair_dataset(dataset) else dataset
 
 
 def check_dataset(dataset: str) -> str:
-    """Valid eval dataset spec; 'folder:DIR' (class folders) still works but is deprecated for 'classes:DIR'."""
-    if dataset.startswith("folder:") and len(dataset) > 7:
-        warnings.warn("--dataset folder:DIR is deprecated for class sub-folders: write classes:DIR (caption folders "
-                      "are captions:DIR)", FutureWarning, stacklevel=2)
-        return dataset
+    """A valid eval dataset spec, or a one-line error listing the valid ones."""
     if dataset in ("synthetic", "fashion-mnist") or is_pair_dataset(dataset):
         return dataset
     if not (dataset.startswith("classes:") and len(dataset) > 8):
@@ -111,7 +106,7 @@ def _labelled(model: torch.nn.Module, dataset: str, tasks: list[str], num_sample
     name = dataset_name(dataset)
     full, templates = _labelled_set(dataset, model.image_size, train=False)
     probe_train = None
-    if dataset.startswith(("classes:", "folder:")) and "linear_probe" in tasks:  # no splits: stratified halves
+    if dataset.startswith("classes:") and "linear_probe" in tasks:  # no splits: stratified halves
         first, second = split_stratified(full.targets, 0.5, seed)
         probe_train, full = full.select(first), full.select(second)
     test = full.subset(num_samples, seed)

@@ -8,24 +8,30 @@ exactly its own rows, so the k passes add up to the big-batch gradient.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import Any, Callable, ContextManager, Sequence
 
 import torch
 from torch import nn
 
-from alignclip.models.diagnostics import batch_gap_diagnostics
+
+@dataclass
+class MicroBatch:
+    images: torch.Tensor
+    tokens: torch.Tensor
+    semantic_features: torch.Tensor | None = None  # AlignCLIPLoss's caption embeddings, row for row
 
 
-def _forward(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
-    return model(batch["images"], batch["tokens"])
+def _forward(model: nn.Module, batch: MicroBatch) -> dict[str, Any]:
+    return model(batch.images, batch.tokens)
 
 
-def accumulated_backward(model: nn.Module, loss_fn: nn.Module, micro_batches: Sequence[dict[str, torch.Tensor]],
+def accumulated_backward(model: nn.Module, loss_fn: nn.Module, micro_batches: Sequence[MicroBatch],
                          backward: Callable[[torch.Tensor], None] | None = None,
                          autocast: Callable[[], ContextManager] = contextlib.nullcontext,
                          ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Backpropagate the loss of the concatenated micro-batches; returns (detached loss terms, the last model output
-    with its diagnostics recomputed over the whole batch).
+    """Backpropagate the loss of the concatenated micro-batches; returns (detached loss terms, the whole batch's
+    detached output: image_features and text_features of every micro-batch, and logit_scale).
 
     `model` may be DDP-wrapped: gradient sync is skipped on all but the last pass. `backward` replaces
     `loss.backward()` (e.g. a GradScaler's scale), `autocast` wraps the forward passes.
@@ -38,8 +44,8 @@ def accumulated_backward(model: nn.Module, loss_fn: nn.Module, micro_batches: Se
     images = [out["image_features"] for out in cached]
     texts = [out["text_features"] for out in cached]
     semantic = None
-    if micro_batches[0].get("semantic_features") is not None:
-        semantic = torch.cat([mb["semantic_features"] for mb in micro_batches])
+    if micro_batches[0].semantic_features is not None:
+        semantic = torch.cat([mb.semantic_features for mb in micro_batches])  # type: ignore[misc]
 
     last = len(micro_batches) - 1
     for j, mb in enumerate(micro_batches):
@@ -53,6 +59,6 @@ def accumulated_backward(model: nn.Module, loss_fn: nn.Module, micro_batches: Se
                 logit_scale = out["logit_scale"] if j == last else out["logit_scale"].detach()
                 terms = loss_fn(all_images, all_texts, logit_scale, semantic_features=semantic)
             backward(terms["loss"])
-    # Diagnostics of the whole accumulated batch, not of the last micro-batch alone.
-    out = {**out, "diagnostics": batch_gap_diagnostics(all_images, all_texts)}
-    return {name: value.detach() for name, value in terms.items()}, out
+    whole = {"image_features": all_images.detach(), "text_features": all_texts.detach(),
+             "logit_scale": out["logit_scale"].detach()}
+    return {name: value.detach() for name, value in terms.items()}, whole

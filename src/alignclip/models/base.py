@@ -9,7 +9,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
-from .diagnostics import Diagnostics, batch_gap_diagnostics
 
 LOGIT_SCALE_INIT = math.log(1 / 0.07)
 LOGIT_SCALE_MAX = 100.0
@@ -30,7 +29,6 @@ class CLIPOutput(TypedDict):
     image_features: torch.Tensor  # [N, D], L2-normalised
     text_features: torch.Tensor  # [N, D], L2-normalised
     logit_scale: torch.Tensor  # scalar, exp()'d and clamped to <= 100
-    diagnostics: Diagnostics  # detached in-batch gap measures
 
 
 class ContrastiveModel(nn.Module):
@@ -64,8 +62,7 @@ class ContrastiveModel(nn.Module):
         image_features = self.encode_image(images)
         text_features = self.encode_text(tokens)
         return CLIPOutput(image_features=image_features, text_features=text_features,
-                          logit_scale=self.logit_scale.exp().clamp(max=LOGIT_SCALE_MAX),
-                          diagnostics=batch_gap_diagnostics(image_features, text_features))
+                          logit_scale=self.logit_scale.exp().clamp(max=LOGIT_SCALE_MAX))
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         for module in self.modules():

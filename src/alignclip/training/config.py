@@ -60,7 +60,7 @@ class DataSection:
     csv_separator: str | None = setting(None, "null: tsv: reads tabs, csv: detects the delimiter from the header "
                                               "line (, TAB ; |); set it to force one (open_clip's --csv-separator)")
     # wds: open_clip's --train-num-samples; null counts local shards' samples and is an error for remote ones.
-    # csv/folder: only the first N rows/files (null: all).
+    # csv/captions: only the first N rows/files (null: all).
     num_samples: int | None = setting(
         None, "synthetic: dataset size (null: 8192); wds: samples per epoch (null: counted)")
     synthetic_seed: int = setting(0, "which synthetic dataset (its content), independent of the training seed")

@@ -112,7 +112,7 @@ def batches_per_epoch(dataset: Dataset, config: TrainConfig) -> int | None:
 
 def _bad_samples(dataset: Dataset, size: int) -> list:
     """The unreadable samples of a dataset smaller than one batch (cheap: fewer than a batch are read)."""
-    from alignclip.data.sources import BadSample
+    from alignclip.data.shards import BadSample
 
     return [s for i in range(size) if isinstance(s := dataset[i], BadSample)]
 

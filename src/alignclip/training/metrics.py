@@ -148,7 +148,7 @@ def discard_if_unused(run_dir: Path) -> None:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The records of a run's metrics.jsonl as written (demo/curves.py reads older files' names too)."""
+    """The records of a run's metrics.jsonl as written."""
     path = Path(run_dir) / METRICS_FILE
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 

@@ -13,6 +13,7 @@ from torch import nn
 
 from alignclip.data.collate import Batch
 from alignclip.models.base import unwrap
+from alignclip.models.diagnostics import batch_gap_diagnostics
 
 from .distributed import all_reduce, dist_ready
 
@@ -57,12 +58,12 @@ class StepRunner:
             self._backward(terms["loss"])
             terms = {k: v.detach() for k, v in terms.items()}
         else:
-            from alignclip.losses import accumulated_backward
+            from alignclip.losses import MicroBatch, accumulated_backward
             k = self.accum_freq
             chunks = zip(images.chunk(k), tokens.chunk(k),
                          semantic.chunk(k) if semantic is not None else [None] * k)
-            micro = [{"images": i, "tokens": t, "semantic_features": s} for i, t, s in chunks]
-            # `out` is the last micro-batch's output, with diagnostics recomputed over the whole batch.
+            micro = [MicroBatch(i, t, s) for i, t, s in chunks]
+            # `out`: the features of the whole batch, so the diagnostics below are the whole batch's.
             terms, out = accumulated_backward(self.model, loss_fn, micro, backward=self._backward,
                                               autocast=self.autocast)
         loss, flag = terms["loss"], None
@@ -86,5 +87,6 @@ class StepRunner:
                 terms["grad_norm"] = nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
             self.optimizer.step()
         unwrap(self.model).clamp_logit_scale()  # open_clip: keep exp(logit_scale) within [1, 100]
-        values = {**terms, "logit_scale": out["logit_scale"].detach(), **out.get("diagnostics", {})}
+        diagnostics = batch_gap_diagnostics(out["image_features"], out["text_features"])  # once, detached
+        values = {**terms, "logit_scale": out["logit_scale"].detach(), **diagnostics}
         return StepResult(values={name: value.detach() for name, value in values.items()}, nonfinite=flag)
