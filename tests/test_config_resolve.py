@@ -10,7 +10,7 @@ import yaml
 
 from alignclip.cli import train as cli_train
 from alignclip.training import config as config_module
-from alignclip.training.config import RECIPES, TrainConfig, reference_table, resolve_config
+from alignclip.training.config import RECIPES, TrainConfig, load_config, reference_table, resolve_config
 from alignclip.training.overrides import all_keys, parse_override, set_value, update, walk
 
 
@@ -118,3 +118,13 @@ def test_every_key_has_help_and_the_table_reads_it() -> None:
     assert f"| `optim.lr` | `0.0005` | {lr.metadata['help']} |" in rows
     assert dataclasses.fields(TrainConfig)[0].metadata["help"] == "clip | sharedclip | alignclip"
     assert "| `method` | `alignclip` | clip \\| sharedclip \\| alignclip |" in rows  # Markdown-escaped pipes
+
+
+def test_a_bad_value_names_the_file_or_recipe_it_came_from(tmp_path) -> None:
+    (tmp_path / "run.yaml").write_text("optim:\n  lr: fast\n")
+    with pytest.raises(ValueError, match=rf"^{tmp_path / 'run.yaml'}: bad value for 'optim.lr'"):
+        resolve_config(file=tmp_path / "run.yaml")
+    with pytest.raises(ValueError, match=rf"^{tmp_path / 'run.yaml'}: bad value for 'optim.lr'"):
+        load_config(tmp_path / "run.yaml")
+    with pytest.raises(ValueError, match=r"^bad value for 'optim.lr'"):  # a flag: the message alone
+        resolve_config(flags={"optim.lr": "fast"})

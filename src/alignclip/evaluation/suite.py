@@ -1,6 +1,10 @@
-"""One call that runs every evaluation task of a model on one dataset (what `alignclip eval` and the trainer use)."""
+"""One call that runs every evaluation task of a model on one dataset (what `alignclip eval` and the demo use).
+
+Each dataset kind has one reader below; every reader returns `Evaluated`: its results and the held-out features the
+report draws, so no helper writes into a list its caller owns."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -20,6 +24,15 @@ from alignclip.evaluation.zeroshot import FASHION_TEMPLATES, GENERIC_TEMPLATES, 
 TASKS = ("zeroshot", "retrieval", "sts", "linear_probe", "gap")
 CAPTIONS_PER_IMAGE = 5  # synthetic retrieval: several paraphrases per image, as COCO/Flickr have
 GAP_PROMPT = "a photo of a {}."
+
+
+@dataclass
+class Evaluated:
+    """One dataset's results, and the held-out image and paired text features they were computed on."""
+
+    image_features: torch.Tensor | None = None
+    text_features: torch.Tensor | None = None
+    results: list[EvalResult] = field(default_factory=list)
 
 
 def parse_tasks(spec: str | Sequence[str]) -> list[str]:
@@ -64,10 +77,11 @@ def _labelled_set(dataset: str, image_size: int, train: bool) -> tuple[LabelledI
     return ImageFolderClasses(dataset.split(":", 1)[1], image_size=image_size), GENERIC_TEMPLATES
 
 
-def _synthetic(model: torch.nn.Module, tasks: list[str], num_samples: int, seed: int, kw: dict[str, Any],
-               results: list[EvalResult]) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _synthetic(model: torch.nn.Module, tasks: list[str], num_samples: int, seed: int,
+               kw: dict[str, Any]) -> Evaluated:
     from alignclip.data.synthetic import SyntheticShapes, zeroshot_tasks
 
+    results: list[EvalResult] = []
     test = SyntheticShapes(num_samples, seed=seed, image_size=model.image_size, train=False)
     image_features = extract_features(model, test, kw["batch_size"], kw["device"], desc="synthetic images")
     labels = [test.labels_for(i) for i in range(len(test))]
@@ -98,12 +112,12 @@ def _synthetic(model: torch.nn.Module, tasks: list[str], num_samples: int, seed:
             results.append(probe.evaluate_features(
                 train_features[train_single], [row[attribute] for row in train_labels if row["num_shapes"] == 0],
                 image_features[single], [row[attribute] for row in labels if row["num_shapes"] == 0]))
-    return image_features, text_features
+    return Evaluated(image_features, text_features, results)
 
 
 def _labelled(model: torch.nn.Module, dataset: str, tasks: list[str], num_samples: int, seed: int,
-              kw: dict[str, Any], results: list[EvalResult]) -> tuple[torch.Tensor, torch.Tensor | None]:
-    name = dataset_name(dataset)
+              kw: dict[str, Any]) -> Evaluated:
+    name, results = dataset_name(dataset), []
     full, templates = _labelled_set(dataset, model.image_size, train=False)
     probe_train = None
     if dataset.startswith("classes:") and "linear_probe" in tasks:  # no splits: stratified halves
@@ -125,23 +139,22 @@ def _labelled(model: torch.nn.Module, dataset: str, tasks: list[str], num_sample
     if "gap" in tasks:
         prompts = [GAP_PROMPT.format(test.classnames[int(label)]) for label in test.targets]
         text_features = encode_texts(model, prompts, kw["tokenizer"], kw["batch_size"], kw["device"], desc="prompts")
-    return image_features, text_features
+    return Evaluated(image_features, text_features, results)
 
 
 def _pairs(model: torch.nn.Module, dataset: str, tasks: list[str], num_samples: int, kw: dict[str, Any],
-           results: list[EvalResult],
-           csv_keys: tuple[str | None, str | None]) -> tuple[torch.Tensor, torch.Tensor]:
+           csv_keys: tuple[str | None, str | None]) -> Evaluated:
     """Held-out pairs of your own: retrieval over all captions, the gap on each image's first caption."""
     pairs = embed_pairs(model, dataset, num_samples, **kw, csv_image_key=csv_keys[0], csv_caption_key=csv_keys[1])
     name = dataset_name(dataset)
     # What was read is bookkeeping, not a score: a "data" result with no metrics (the report shows it as run info).
-    results.append(EvalResult(name, "data", {}, {
+    results = [EvalResult(name, "data", {}, {
         "num_images": len(pairs.images), "num_captions": len(pairs.captions),
-        "num_bad_samples": len(pairs.bad_samples), "bad_samples": [list(b) for b in pairs.bad_samples]}))
+        "num_bad_samples": len(pairs.bad_samples), "bad_samples": [list(b) for b in pairs.bad_samples]})]
     if "retrieval" in tasks:
         evaluator = RetrievalEvaluator(dataset=name, device=kw["device"])
         results.append(evaluator.evaluate_features(pairs.image_features, pairs.text_features, pairs.text_to_image))
-    return pairs.image_features, pairs.paired_text()
+    return Evaluated(pairs.image_features, pairs.paired_text(), results)
 
 
 def _gap_result(dataset: str, image_features: torch.Tensor, text_features: torch.Tensor) -> EvalResult:
@@ -178,15 +191,15 @@ def evaluate_model(model: torch.nn.Module, dataset: str = "synthetic", tasks: Se
     if num_samples < 2:
         raise ValueError(f"num_samples must be at least 2, got {num_samples}")
     kw = {"tokenizer": tokenizer, "batch_size": batch_size, "device": device}
-    results: list[EvalResult] = []
     image_tasks = [t for t in tasks if t != "sts"]
-    image_features = text_features = None
+    done = Evaluated()
     if image_tasks and is_pair_dataset(dataset):
-        image_features, text_features = _pairs(model, dataset, image_tasks, num_samples, kw, results, csv_keys)
+        done = _pairs(model, dataset, image_tasks, num_samples, kw, csv_keys)
     elif image_tasks and dataset == "synthetic":
-        image_features, text_features = _synthetic(model, image_tasks, num_samples, seed, kw, results)
+        done = _synthetic(model, image_tasks, num_samples, seed, kw)
     elif image_tasks:
-        image_features, text_features = _labelled(model, dataset, image_tasks, num_samples, seed, kw, results)
+        done = _labelled(model, dataset, image_tasks, num_samples, seed, kw)
+    results, image_features, text_features = done.results, done.image_features, done.text_features
     if "gap" in tasks:
         results.append(_gap_result(dataset, image_features, text_features))
     if "sts" in tasks:

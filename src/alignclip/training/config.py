@@ -239,7 +239,7 @@ def resolve_config(file: str | Path | None = None, recipe: str | None = None, fl
     if recipe is not None and recipe not in RECIPES:
         raise ValueError(f"unknown recipe {recipe!r} (known: {', '.join(sorted(RECIPES))})")
     layers = [(f"recipe {recipe}", RECIPES[recipe] if recipe else {}),
-              (str(file), read_config_file(file) if file is not None else {}), ("flags", dict(flags or {}))]
+              (str(file), read_config_file(file) if file is not None else {}), (None, dict(flags or {}))]
 
     def layered(config: TrainConfig) -> TrainConfig:
         for source, data in layers:
@@ -263,7 +263,7 @@ def resolve_config(file: str | Path | None = None, recipe: str | None = None, fl
             raise ValueError(f"{saved}: empty config of the resumed run (expected its settings, as written)")
         settings.pop("resume_allow_changes", None)
         try:
-            base = from_dict(settings, str(saved))
+            base = from_dict(settings)
         except ValueError as e:
             raise ValueError(f"{saved}: {e}") from None
         config = layered(base)
@@ -279,14 +279,14 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] | Mappi
     if path is not None:
         update(config, read_config_file(path), source=str(path))
     if isinstance(overrides, Mapping):
-        update(config, dict(overrides), source="overrides")
+        update(config, dict(overrides))
     else:
         for item in overrides:
             set_value(config, *parse_override(item), from_text=True)
     return config.validate()
 
 
-def from_dict(data: Mapping[str, Any], source: str = "config") -> TrainConfig:
+def from_dict(data: Mapping[str, Any], source: str | None = None) -> TrainConfig:
     config = TrainConfig()
     update(config, data, source)
     return config.validate()

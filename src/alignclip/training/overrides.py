@@ -16,14 +16,18 @@ from typing import Any, Literal, Mapping
 import yaml
 
 
-def update(config: Any, data: Mapping[str, Any], source: str = "config", prefix: str = "") -> None:
-    """Apply a nested (or dotted-key) mapping; sections recurse, leaves are type-checked."""
+def update(config: Any, data: Mapping[str, Any], source: str | None = None, prefix: str = "") -> None:
+    """Apply a nested (or dotted-key) mapping; sections recurse, leaves are type-checked. `source` (a file, a
+    recipe) starts each error message, so the user knows where the bad key or value was written."""
     for key, value in data.items():
         dotted = f"{prefix}{key}"
         if isinstance(value, Mapping) and _is_section(type(config), dotted):
             update(config, value, source, prefix=dotted + ".")
-        else:
+            continue
+        try:
             set_value(config, dotted, value)
+        except ValueError as e:
+            raise ValueError(f"{source}: {e}" if source else str(e)) from None
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

@@ -7,7 +7,7 @@ dictionary lookups and one gather, never a sentence-model forward for a caption 
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 from torch.utils.data import Dataset
@@ -17,9 +17,12 @@ from .config import TrainConfig
 from .data import can_list_captions, caption_of, planned_indices
 from .distributed import DistInfo, broadcast_object
 
+if TYPE_CHECKING:  # a type only: importing semantic.py at run time is deferred to for_config
+    from alignclip.semantic import CaptionEncoder
+
 
 class CaptionFeatures:
-    def __init__(self, encoder: object, device: torch.device) -> None:
+    def __init__(self, encoder: CaptionEncoder, device: torch.device) -> None:
         self.encoder, self.device = encoder, device
 
     @classmethod
@@ -53,11 +56,11 @@ class CaptionFeatures:
         return cls(encoder, device)
 
     def __call__(self, captions: Sequence[str]) -> torch.Tensor:
-        return self.encoder.encode(captions).to(self.device, non_blocking=True)  # type: ignore[attr-defined]
+        return self.encoder.encode(captions).to(self.device, non_blocking=True)
 
     @property
     def num_encoded(self) -> int:
-        return int(self.encoder.num_encoded)  # type: ignore[attr-defined]
+        return int(self.encoder.num_encoded)
 
     def flush(self) -> None:
-        self.encoder.flush()  # type: ignore[attr-defined]
+        self.encoder.flush()
