@@ -23,7 +23,7 @@ from .base import ContrastiveModel, unwrap
 from .config import ARCHITECTURES, ModelConfig, list_presets, load_model_config, mlp_ratio_of
 from .factory import planned_shapes
 from .open_clip import OPEN_CLIP_HEAD_WIDTH as HEAD_WIDTH  # heads are not in a state dict: the 64-wide convention
-from .weights import (ConfigSpec, _short, build_model, check_config_agrees, check_shapes, read_state_dict,
+from .weights import (ConfigSpec, _short, check_config_agrees, check_shapes, model_from_state, read_state_dict,
                       strip_prefix)
 
 WEIGHTS_NAME, CONFIG_NAME = "model.safetensors", "config.json"
@@ -105,7 +105,7 @@ def _load_ours(weights: Path, config_path: Path, document: Any, config: ConfigSp
         state = load_file(str(weights))
     except (SafetensorError, OSError) as e:
         raise ValueError(f"{weights}: unreadable safetensors file ({e})") from None
-    return build_model(model_config, architecture, state, str(weights))
+    return model_from_state(model_config, architecture, state, str(weights))
 
 
 def count_blocks(state: dict[str, Any], prefix: str, source: str) -> int:
@@ -228,7 +228,7 @@ def import_state_dict(state: dict[str, torch.Tensor], config: ConfigSpec = None,
         for key in OPENAI_BUFFERS:  # OpenAI JIT-era buffers
             state.pop(key, None)
     model_config = reconcile(infer_config(state, architecture, source), config, source)
-    return build_model(model_config, architecture, state, source)
+    return model_from_state(model_config, architecture, state, source)
 
 
 def import_official_alignclip(state: dict[str, torch.Tensor] | str | Path, source: str = "checkpoint",

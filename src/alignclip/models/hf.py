@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 from alignclip.fileio import atomic_write
 
 from .base import ContrastiveModel
-from .weights import ConfigSpec, build_model, check_config_agrees, read_state_dict
+from .weights import ConfigSpec, check_config_agrees, model_from_state, read_state_dict
 from .config import ACTIVATIONS, ModelConfig, load_model_config, mlp_ratio_of
 
 LEGACY_EOS_ID = 2  # HF pools with argmax when the config's eos_token_id is 2
@@ -147,7 +147,7 @@ def import_hf(folder: str | Path, config: ConfigSpec = None) -> ContrastiveModel
     state: dict[str, torch.Tensor] = {}
     for path in _weight_files(folder):
         state.update(read_state_dict(path))
-    return build_model(model_config, "clip", from_hf_state(state), source)
+    return model_from_state(model_config, "clip", from_hf_state(state), source)
 
 
 def hf_config(config: ModelConfig, logit_scale: float) -> Any:

@@ -43,8 +43,8 @@ def load_state_dict_strict(model: ContrastiveModel, state: dict[str, torch.Tenso
     model.load_state_dict(state)
 
 
-def build_model(config: ModelConfig, architecture: str, state: dict[str, torch.Tensor],
-                source: str) -> ContrastiveModel:
+def model_from_state(config: ModelConfig, architecture: str, state: dict[str, torch.Tensor],
+                     source: str) -> ContrastiveModel:
     """Check, then build on the meta device and take the file's tensors (as fp32): no second copy, no init."""
     check_shapes(planned_shapes(config, architecture, source), state, architecture, source)
     with torch.device("meta"):
