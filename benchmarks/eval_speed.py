@@ -1,4 +1,4 @@
-"""Speed and peak memory of the evaluation hot spots on random unit vectors (the sizes the issue asks for).
+"""Speed and peak memory of the evaluation hot spots on random unit vectors (at the sizes of large evaluations).
 
     python benchmarks/eval_speed.py gap --pairs 100000 --dim 512
     python benchmarks/eval_speed.py retrieval --images 10000 --captions 50000 --dim 512 [--device cuda]

@@ -34,7 +34,7 @@ def main() -> None:
             probe = linear_probe.LinearProbe(seed=seed)
             if limit is None:
 
-                def fit(features, labels, C, probe=probe):  # the previous _fit: no thread limit
+                def fit(features, labels, C, probe=probe):  # the baseline: _fit without a thread limit
                     from sklearn.linear_model import LogisticRegression
 
                     return LogisticRegression(C=C, max_iter=probe.max_iter).fit(features, labels)

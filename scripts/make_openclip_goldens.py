@@ -17,7 +17,7 @@ It writes
 Each family keeps what distinguishes it in the zoo: QuickGELU, head widths 32 and 80/88/104/112, odd mlp_ratios,
 layer scale (ViT-M-16-alt), and -worldwide's text pooling at eos_id 2. Text towers have 2 heads of 16, the wide-head
 image towers 2+ with width // 64 != heads (80 x 4 = 320 -> 5, 88 x 3 -> 4, 104 x 2 -> 3, 112 x 2 -> 3), so guessing
-heads as width / 64 (issue 12's bug) cannot pass. Those towers are 208-320 wide, so their MLPs are narrow (the zoo's
+heads as width / 64 cannot pass. Those towers are 208-320 wide, so their MLPs are narrow (the zoo's
 mlp_ratio fractions on 1.x, not 4.x-8.x) and their weights are stored in fp8 e4m3 (features still fp32, from exactly
 those weights): that keeps tests/goldens under 3.5 MB. Fixed seeds: a rerun rewrites identical files.
 """

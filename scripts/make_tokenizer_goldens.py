@@ -107,7 +107,7 @@ def fuzz(rng: random.Random, n: int) -> str:
 
 
 def hand_picked() -> list[str]:
-    """The issue's ordinary captions and each category's edge cases, one by one."""
+    """Ordinary captions and each category's edge cases, one by one."""
     base = ["the dog’s toy", "I’m here", "a “red” car", "ﬁsh market", "cafe\u0301 au lait", "na\u0131\u0308ve",
             "the dog's toy", "I'm here", 'a "red" car', "fish market", "café au lait", "mojibake: cafÃ©", "mojibake: café",
             "donâ€™t panic", "â€œquotedâ€\x9d", "Tom &amp; Jerry", "Tom &amp;amp; Jerry", "&lt;b&gt;bold&lt;/b&gt;",

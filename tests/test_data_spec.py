@@ -1,4 +1,4 @@
-"""Issue 10 item 4: one spec parser and one CSV-delimiter rule, so `train` and `data pack` read a file the same way;
+"""One spec parser and one CSV-delimiter rule, so `train` and `data pack` read a file the same way;
 one image reader and extension list; the typed Batch."""
 from __future__ import annotations
 

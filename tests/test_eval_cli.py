@@ -109,7 +109,7 @@ def test_eval_image_folder(checkpoint: Path, tmp_path: Path, capsys: pytest.Capt
     tasks = {(r["dataset"], r["task"]): r["info"] for r in document["results"]}
     assert tasks[("classes/pets", "linear_probe")]["num_train"] == 4  # stratified halves of 2 x 3 images
     assert tasks[("classes/pets", "zeroshot_classification")]["num_samples"] == 2
-    # 1000 requested, 6 images in the folder, the probe's stratified half trains on 4: 2 evaluated (issue 11 item 5)
+    # 1000 requested, 6 images in the folder, the probe's stratified half trains on 4: 2 evaluated
     assert document["num_samples"] == 2 and document["max_samples"] == 1000
     assert ("classes/pets", "class_prompt_gap") in tasks and (tmp_path / "out" / "sphere.png").is_file()
     gap = next(r for r in document["results"] if r["task"] == "class_prompt_gap")

@@ -153,7 +153,7 @@ def _capture_figures(monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
 
 
 def test_cosine_legend_shows_the_means_in_metrics_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Issue 11: the histogram legend said unpaired 0.009 (a 5000-pair sample) where metrics.json said 0.0126."""
+    """The histogram legend shows metrics.json's means, not those of the 5000-pair sample it draws."""
     figures = _capture_figures(monkeypatch)
     x, y = gapped_pairs(300)
     result = EvalResult("toy", "modality_gap", gap_metrics(x, y))

@@ -1,4 +1,4 @@
-"""Issue 9, the trainer's side: exact resume with DataLoader workers, no non-finite config values or checkpoints,
+"""The trainer's reliability: exact resume with DataLoader workers, no non-finite config values or checkpoints,
 one-line errors for bad files and full disks, no debris, guarded resumes, a DDP timeout, distinct exit codes.
 One test per defect; each failed before its fix. (Longer than most test files: one fixture set, many small tests.)"""
 from __future__ import annotations

@@ -84,7 +84,7 @@ FTFY_GOLDEN: dict[str, list[int]] = {
     "mojibake: cafÃ©": [617, 3252, 11878, 281, 15304],
 }
 
-# The ordinary captions, which gave other ids than open_clip's when ftfy was optional and absent, and the
+# Ordinary captions, which gave other ids than open_clip's when ftfy was optional and absent, and the
 # plain spelling that open_clip (through ftfy) tokenizes them as.
 ORDINARY = {"the dog’s toy": "the dog's toy", "I’m here": "I'm here", "a “red” car": 'a "red" car',
             "ﬁsh market": "fish market", "cafe\u0301 au lait": "café au lait", "mojibake: cafÃ©": "mojibake: café"}

@@ -1,6 +1,6 @@
-"""Issue 11 item 4 and issue 10's one-meaning-per-name: a warm-up fitted to the run, a warning for runs too short to
-learn, a collapse warning on a trend after warm-up with advice that fits, l2m in the logs (old logs still read), and
-the small shared helpers (unwrap, the metrics window, resume resolved once)."""
+"""Run health: a warm-up fitted to the run, a warning for runs too short to learn, a collapse warning on a trend
+after warm-up with advice that fits, l2m in the logs, and the small shared helpers (unwrap, the metrics window,
+resume resolved once)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,7 +19,7 @@ from alignclip.training.optim import CosineSchedule, lr_at
 
 
 def test_warmup_is_fitted_to_a_fifth_of_the_run() -> None:
-    assert fitted_warmup(50, 48) == 9  # issue 11: 2 epochs = 48 steps never left the 50-step warm-up
+    assert fitted_warmup(50, 48) == 9  # 2 epochs = 48 steps would never leave a 50-step warm-up
     assert fitted_warmup(50, 250) == 50 and fitted_warmup(50, 1000) == 50  # long enough: unchanged
     assert fitted_warmup(20, 200) == 20  # the demo's runs (it caps at steps // 5 itself) are unchanged
     assert fitted_warmup(10, 67) == 10  # the posttrain recipe at the demo's 67 steps too
@@ -35,7 +35,7 @@ def test_run_length_notes() -> None:
     assert run_length_notes(50, 500, 128, from_scratch=True) == []
 
 
-HEALTHY = [0.99, 0.97, 0.94, 0.92, 0.91, 0.85, 0.6, 0.3, 0.1, 0.05, 0.018]  # issue 11: 0.94 early, 0.018 at the end
+HEALTHY = [0.99, 0.97, 0.94, 0.92, 0.91, 0.85, 0.6, 0.3, 0.1, 0.05, 0.018]  # a healthy run: 0.94 early, 0.018 at the end
 
 
 def test_collapse_trend_on_sequences() -> None:
@@ -119,7 +119,7 @@ def test_schedule_has_no_state_and_old_states_load() -> None:
     optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
     schedule = CosineSchedule(optimizer, 1.0, 2, 10)
     assert schedule.state_dict() == {}
-    schedule.load_state_dict({"step_num": 7})  # a trainer_state.pt written before step_num was dropped
+    schedule.load_state_dict({"step_num": 7})  # whatever a trainer state holds for it is ignored
     assert schedule.step(0) == 0.5 == schedule.lr_at(0)
 
 

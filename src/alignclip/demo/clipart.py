@@ -183,7 +183,7 @@ def build_clipart(out: str | Path, root: str | Path = CLIPART_ROOT, heldout_frac
 
 
 # The benchmark's one budget (README "Real data: Open Clip Art"): 3 seeds x 4 methods + 3 post-training rows in
-# under 30 minutes on 2 CPU cores, the preset and steps x batch of the reference run in issue 11.
+# under 30 minutes on 2 CPU cores.
 BENCHMARK = {"preset": "tiny", "steps": 500, "batch_size": 64, "seeds": 3, "warmup_steps": 50}
 
 

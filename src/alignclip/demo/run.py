@@ -38,7 +38,7 @@ def _posttrain(method: str, weighting: str | None = None) -> dict[str, Any]:
     return {**recipe, **({"loss.weighting": weighting} if weighting else {})}
 
 
-# Post-training rows (issue 8): the trained `clip` of the same seed, then the same extra steps as more CLIP, or as
+# Post-training rows: the trained `clip` of the same seed, then the same extra steps as more CLIP, or as
 # IMSep on the same two-tower model. Every row uses the same post-training optimizer settings.
 POSTTRAIN_METHODS: dict[str, Callable[[], dict[str, Any]]] = {
     "clip+clip": lambda: _posttrain("clip"),

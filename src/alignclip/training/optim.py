@@ -48,7 +48,7 @@ def lr_at(step: int, base_lr: float, warmup_steps: int, total_steps: int, schedu
 class CosineSchedule:
     """Sets the lr of every param group before each step. Stateless: the shape of the schedule comes from the config
     and the step from the trainer, so a resumed run that asks for more steps stretches the decay instead of ignoring
-    it. state_dict is empty; old trainer states holding a "step_num" load fine (it is ignored)."""
+    it. state_dict is empty, and load_state_dict ignores what it is given."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, base_lr: float, warmup_steps: int, total_steps: int,
                  schedule: str = "cosine") -> None:
@@ -68,4 +68,4 @@ class CosineSchedule:
         return {}
 
     def load_state_dict(self, state: dict) -> None:
-        """Nothing to restore (older trainer states wrote a step_num that nothing read)."""
+        """Nothing to restore: the lr is a function of the step alone."""
