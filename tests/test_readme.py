@@ -65,3 +65,16 @@ def test_readme_python_example_runs(tmp_path, monkeypatch) -> None:
     exec(compile(code, "README.md", "exec"), namespace)
     assert (tmp_path / "my_model" / "model.safetensors").is_file()
     assert set(namespace["terms"]) == {"contrastive_loss", "separation_loss", "loss"}
+
+
+def test_readme_and_docs_are_reference_not_history() -> None:
+    """Written for a reader who never saw the project's history: that lives in the git log."""
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = path.read_text()
+        found = re.findall(r"(?i)\bissues? \d+|previous default|deprecated", text)
+        assert not found, f"{path.name}: {found}"
+
+
+def test_readme_links_every_docs_page() -> None:
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        assert f"](docs/{page.name})" in README, f"README's Further reading does not link docs/{page.name}"
