@@ -13,7 +13,8 @@ from PIL import Image
 
 from alignclip.evaluation import plots
 from alignclip.evaluation.gap import gap_metrics, gap_shift_sweep
-from alignclip.evaluation.report import flatten_metrics, write_comparison, write_report
+from alignclip.evaluation.compare import write_comparison
+from alignclip.evaluation.report import flatten_metrics, write_report
 from alignclip.evaluation.result import EvalResult
 
 

@@ -51,7 +51,7 @@ def test_comparison_page_fits_a_1200_px_window(tmp_path: Path) -> None:
     horizontal scrolling either (long values wrap)."""
     import subprocess
 
-    from alignclip.evaluation.report import write_comparison
+    from alignclip.evaluation.compare import write_comparison
 
     x, y = gapped_pairs(60)
     runs = []

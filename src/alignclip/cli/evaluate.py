@@ -197,7 +197,7 @@ def run_gap(args: argparse.Namespace) -> int:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from alignclip.evaluation.report import write_comparison
+    from alignclip.evaluation.compare import write_comparison
 
     paths = write_comparison(args.runs, args.out)
     print(paths["markdown"].read_text(), end="")

@@ -17,7 +17,7 @@ _EXPORTS = {
     "LinearProbe": "linear_probe",
     "FashionMNIST": "datasets", "ImageFolderClasses": "datasets", "read_idx": "datasets",
     "evaluate_model": "suite", "embed_pairs": "pairs", "PairFeatures": "pairs",
-    "write_report": "report", "write_comparison": "report", "flatten_metrics": "report", "html_table": "pages",
+    "write_report": "report", "write_comparison": "compare", "flatten_metrics": "report", "html_table": "pages",
     "figure_html": "pages", "EvalResult": "result",
 }
 
