@@ -15,6 +15,8 @@ from typing import Any, Literal, Mapping, Sequence
 
 import yaml
 
+from alignclip.rundir import RunDir
+
 from .overrides import lookup, markdown_table, parse_override, plain, read_config_file, set_value, update, values
 
 METHODS = ("clip", "sharedclip", "alignclip")
@@ -252,8 +254,6 @@ def resolve_config(file: str | Path | None = None, recipe: str | None = None, fl
     resume = resume or config.resume
     if not resume:
         return config.validate()
-    from alignclip.rundir import RunDir
-
     from .checkpoint import resolve_resume  # torch: imported only when resuming, to keep `--help` fast
     checkpoint = resolve_resume(resume, config.logging.out, config.logging.name)
     saved = RunDir.of_checkpoint(checkpoint).config_path  # type: ignore[union-attr]

@@ -12,7 +12,6 @@ from tqdm.auto import tqdm
 
 from alignclip.data.collate import Batch
 from alignclip.models.base import unwrap
-
 from alignclip.rundir import RunDir
 
 from .checkpoint import (load_weights, nonfinite_weights, resolve_resume, rng_state,
