@@ -16,7 +16,8 @@ import numpy as np
 
 from alignclip.fileio import atomic_write
 
-from .store import bucket_index, read_segment, search, unique_new
+from .search import bucket_index, search, unique_new
+from .store import base_keys, read_segment
 
 if TYPE_CHECKING:
     from .store import CaptionStore
@@ -56,14 +57,8 @@ def merge_into_base(store: "CaptionStore", manifest: dict, segments: list[Path])
     if not names:
         return
     dim, old = int(store.dim), manifest.get("base")  # type: ignore[arg-type]
-    if old is not None:
-        keys = np.load(store.dir / f"{old}.keys.npy", mmap_mode="r")
-        bhi, blo = keys[0], keys[1]
-        bemb = np.load(store.dir / f"{old}.emb.npy", mmap_mode="r")
-        bindex = np.load(store.dir / f"{old}.index.npy", mmap_mode="r")
-        bsteps = int(manifest.get("max_bucket", len(bhi))).bit_length()
-    else:
-        bhi, blo, bemb, bindex, bsteps = np.zeros(0, np.uint64), np.zeros(0, np.uint64), None, None, None
+    bhi, blo, bindex, bsteps = base_keys(store.dir, manifest)
+    bemb = np.load(store.dir / f"{old}.emb.npy", mmap_mode="r") if old is not None else None
     hi, lo = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     src = np.concatenate(sources, axis=1)
     keep = unique_new(hi, lo, lambda h, l: search(bhi, blo, h, l, bindex, bsteps)[1])

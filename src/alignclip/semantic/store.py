@@ -28,13 +28,14 @@ import time
 import uuid
 import warnings
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import numpy as np
 
 from alignclip.fileio import atomic_write
 
 from .model import join_keys, split_keys
+from .search import search, unique_new
 
 META_FILE, MANIFEST, LOCK_FILE = "meta.json", "store.json", ".compact.lock"
 SEGMENT_PREFIX = "shard-"
@@ -45,38 +46,6 @@ COMPACT_WAIT_S = 3600.0  # how long a process waits for another one's compaction
 
 def _empty(dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.zeros(0, np.uint64), np.zeros(0, np.uint64), np.zeros((0, dim), np.float16)
-
-
-def search(hi: np.ndarray, lo: np.ndarray, qhi: np.ndarray, qlo: np.ndarray,
-           index: np.ndarray | None = None, steps: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Row of each query key in the sorted (hi, lo) arrays, and whether it is there. With a bucket `index` each
-    query searches only its bucket (`steps` = ceil(log2(largest bucket + 1)) halvings)."""
-    n = len(hi)
-    if n == 0 or len(qhi) == 0:
-        return np.zeros(len(qhi), np.int64), np.zeros(len(qhi), bool)
-    if index is None:
-        left, right, steps = np.zeros(len(qhi), np.int64), np.full(len(qhi), n, np.int64), int(n).bit_length()
-    else:
-        bucket = (qhi >> np.uint64(64 - (len(index) - 1).bit_length() + 1)).astype(np.int64)
-        left, right = index[bucket].astype(np.int64), index[bucket + 1].astype(np.int64)
-    for _ in range(steps or 0):
-        active = left < right
-        mid = (left + right) >> 1
-        at = np.minimum(mid, n - 1)
-        kh, kl = hi[at], lo[at]
-        less = active & ((kh < qhi) | ((kh == qhi) & (kl < qlo)))
-        left = np.where(less, mid + 1, left)
-        right = np.where(active & ~less, mid, right)
-    at = np.minimum(left, n - 1)
-    return at, (left < n) & (hi[at] == qhi) & (lo[at] == qlo)
-
-
-def bucket_index(hi: np.ndarray) -> np.ndarray:
-    """Start row of each bucket of the top `bits` key bits (about 8 keys per bucket), plus the end."""
-    bits = max(1, min(24, int(len(hi)).bit_length() - 3))
-    bounds = np.arange(2**bits + 1, dtype=np.uint64) << np.uint64(64 - bits)
-    index = np.searchsorted(hi, bounds[:-1]).astype(np.int64)
-    return np.append(index, len(hi))
 
 
 def read_segment(path: Path, dim: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -93,18 +62,28 @@ def read_segment(path: Path, dim: int | None) -> tuple[np.ndarray, np.ndarray, n
     return hi, lo, emb.astype(np.float16, copy=False)
 
 
+def read_segment_keys(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Only the (hi, lo) keys of a segment (an .npz member is read on access: the embeddings stay on disk)."""
+    with np.load(path, allow_pickle=False) as z:
+        hashes = z["hashes"]
+    if hashes.dtype != np.uint8 or hashes.ndim != 2 or hashes.shape[1] != 16:
+        raise ValueError(f"bad 'hashes' array {hashes.dtype}{hashes.shape}")
+    return split_keys(np.ascontiguousarray(hashes).tobytes())
+
+
+def base_keys(directory: Path, manifest: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int | None]:
+    """(hi, lo, bucket index, search steps) of the base store.json names, memory-mapped; empty if none."""
+    name = manifest.get("base")
+    if name is None:
+        return np.zeros(0, np.uint64), np.zeros(0, np.uint64), None, None
+    keys = np.load(directory / f"{name}.keys.npy", mmap_mode="r")
+    index = np.load(directory / f"{name}.index.npy", mmap_mode="r")
+    return keys[0], keys[1], index, int(manifest.get("max_bucket", keys.shape[1])).bit_length()
+
+
 def _save_npz(path: Path, **arrays: np.ndarray) -> None:
     with open(path, "wb") as f:  # a file object: np.savez would append ".npz" to a temp file's name
         np.savez(f, **arrays)
-
-
-def unique_new(hi: np.ndarray, lo: np.ndarray, known: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
-    """Positions of the first occurrence of each key not `known`, in sorted key order."""
-    fresh = np.flatnonzero(~known(hi, lo))
-    order = fresh[np.lexsort((lo[fresh], hi[fresh]))]
-    keep = np.ones(len(order), bool)
-    keep[1:] = (hi[order][1:] != hi[order][:-1]) | (lo[order][1:] != lo[order][:-1])
-    return order[keep]  # lexsort is stable: the first occurrence of a key comes first
 
 
 class CaptionStore:
@@ -125,8 +104,9 @@ class CaptionStore:
     def refresh(self) -> int:
         """Pick up a new base and segments written since (compacting first if they are many); returns rows added."""
         before = len(self)
-        unseen = [p for p in self._segments() if p.name not in self._seen]
-        if sum(_size(p) for p in unseen) > self.compact_bytes:
+        unseen = [p for p in self.segments() if p.name not in self._seen]
+        held = len(getattr(self, "_ohi", ())) * (16 + 2 * (self.dim or 0))  # segments this reader holds in memory
+        if held + sum(_size(p) for p in unseen) > self.compact_bytes:
             try:
                 self.compact()
             except OSError as e:  # e.g. a read-only folder: read the segments into memory instead
@@ -141,13 +121,13 @@ class CaptionStore:
         raise RuntimeError(f"semantic store {self.dir} kept changing while it was read; try again")
 
     def _reload(self) -> None:
-        manifest = self._manifest()
+        manifest = self.manifest()
         if manifest.get("base") != self._base or not hasattr(self, "hi"):
             self._open_base(manifest)
             self._seen = set(manifest.get("absorbed", []))
             self._ohi, self._olo, self._oemb = _empty(self.dim or 0)
         skip = set(manifest.get("absorbed", []))
-        for path in self._segments():
+        for path in self.segments():
             if path.name in self._seen or path.name in skip:
                 continue
             try:
@@ -162,16 +142,10 @@ class CaptionStore:
             self._add_overlay(hi, lo, emb)
 
     def _open_base(self, manifest: dict) -> None:
+        self.hi, self.lo, self.index, self.steps = base_keys(self.dir, manifest)
         name = manifest.get("base")
-        if name is None:
-            self.hi, self.lo, self.emb = _empty(self.dim or 0)
-            self.index, self.steps = None, None
-        else:
-            keys = np.load(self.dir / f"{name}.keys.npy", mmap_mode="r")
-            self.emb = np.load(self.dir / f"{name}.emb.npy", mmap_mode="r")
-            self.index = np.load(self.dir / f"{name}.index.npy", mmap_mode="r")
-            self.hi, self.lo = keys[0], keys[1]
-            self.steps = int(manifest.get("max_bucket", len(self.hi))).bit_length()
+        self.emb = np.zeros((0, self.dim or 0), np.float16) if name is None else \
+            np.load(self.dir / f"{name}.emb.npy", mmap_mode="r")
         self._base = name
 
     def _add_overlay(self, hi: np.ndarray, lo: np.ndarray, emb: np.ndarray) -> None:
@@ -214,6 +188,9 @@ class CaptionStore:
     def __len__(self) -> int:
         return len(getattr(self, "hi", ())) + len(getattr(self, "_ohi", ()))
 
+    def current_base(self) -> str | None:
+        return self._base
+
     @property
     def base_rows(self) -> int:
         return len(self.hi)
@@ -237,7 +214,7 @@ class CaptionStore:
                 return False
             from .compact import merge_into_base
 
-            merge_into_base(self, self._manifest(), self._segments())
+            merge_into_base(self, self.manifest(), self.segments())
         self._base = None  # reopen whatever is current now
         self._reload()
         return True
@@ -270,10 +247,10 @@ class CaptionStore:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
     # ---- metadata ---------------------------------------------------------------------------------------------
-    def _segments(self) -> list[Path]:
+    def segments(self) -> list[Path]:
         return sorted(self.dir.glob(f"{SEGMENT_PREFIX}*.npz"))
 
-    def _manifest(self) -> dict:
+    def manifest(self) -> dict:
         path = self.dir / MANIFEST
         try:
             return json.loads(path.read_text())
