@@ -35,7 +35,7 @@ def join_keys(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
 
 def caption_keys(captions: Sequence[str]) -> tuple[list[bytes], np.ndarray, np.ndarray]:
     """Keys of many captions: the 16-byte digests and their (hi, lo) halves."""
-    digests = [caption_key(c) for c in captions]
+    digests = list(map(caption_key, captions))
     hi, lo = split_keys(b"".join(digests))
     return digests, hi, lo
 

@@ -76,8 +76,8 @@ def base_keys(directory: Path, manifest: dict) -> tuple[np.ndarray, np.ndarray, 
     name = manifest.get("base")
     if name is None:
         return np.zeros(0, np.uint64), np.zeros(0, np.uint64), None, None
-    keys = np.load(directory / f"{name}.keys.npy", mmap_mode="r")
-    index = np.load(directory / f"{name}.index.npy", mmap_mode="r")
+    keys = np.load(directory / f"{name}.keys.npy", mmap_mode="r").view(np.ndarray)
+    index = np.load(directory / f"{name}.index.npy", mmap_mode="r").view(np.ndarray)
     return keys[0], keys[1], index, int(manifest.get("max_bucket", keys.shape[1])).bit_length()
 
 
@@ -145,7 +145,7 @@ class CaptionStore:
         self.hi, self.lo, self.index, self.steps = base_keys(self.dir, manifest)
         name = manifest.get("base")
         self.emb = np.zeros((0, self.dim or 0), np.float16) if name is None else \
-            np.load(self.dir / f"{name}.emb.npy", mmap_mode="r")
+            np.load(self.dir / f"{name}.emb.npy", mmap_mode="r").view(np.ndarray)  # plain view: no memmap overhead
         self._base = name
 
     def _add_overlay(self, hi: np.ndarray, lo: np.ndarray, emb: np.ndarray) -> None:
@@ -170,14 +170,12 @@ class CaptionStore:
 
     def lookup(self, hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(float16[n, dim] embeddings, found[n]); rows of keys not found are zero."""
-        out = np.zeros((len(hi), self.dim or 0), np.float16)
         rows, found = search(self.hi, self.lo, hi, lo, self.index, self.steps)
+        if found.all():  # the common case: one gather, no scatter
+            return np.asarray(self.emb[rows]), found
+        out = np.zeros((len(hi), self.dim or 0), np.float16)
         if found.any():
-            hit = rows[found]
-            order = np.argsort(hit)  # gather in file order: page locality
-            values = np.empty((len(hit), out.shape[1]), np.float16)
-            values[order] = self.emb[hit[order]]
-            out[found] = values
+            out[found] = self.emb[rows[found]]
         rest = np.flatnonzero(~found)
         if len(rest) and len(self._ohi):
             orows, ofound = search(self._ohi, self._olo, hi[rest], lo[rest])
