@@ -212,3 +212,37 @@ def test_two_ranks_split_the_work_and_wait_on_files(tmp_path: Path, monkeypatch:
     assert [r[2:] for r in results] == [(400, 400), (400, 400)]
     whole = SemanticEncoder("hash-model", cache_dir=tmp_path, show_progress=False)
     np.testing.assert_allclose(whole.encode(captions).numpy(), np.stack([vector(c) for c in captions]), atol=2e-3)
+
+
+def test_embed_captions_command_csv_and_shards(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture) -> None:
+    import tarfile
+
+    from alignclip.cli.main import main
+    from alignclip.data.pack import pack
+
+    model = HashModel()
+    monkeypatch.setattr(semantic, "load_sentence_model", lambda name, device: model)
+    captions = [f"row {i}, with a comma" for i in range(50)]
+    _write_csv(tmp_path / "t.csv", [f'"{c}"' for c in captions])
+    flags = ["--semantic-model", "hash-model", "--device", "cpu", "--batch-size", "7"]
+    assert main(["data", "embed-captions", f"csv:{tmp_path / 't.csv'}", "--cache-dir", str(tmp_path / "c"),
+                 *flags]) == 0
+    assert "50 captions, 50 encoded now" in capsys.readouterr().out and model.calls == 50
+    store = SemanticEncoder("hash-model", cache_dir=tmp_path / "c", show_progress=False)
+    np.testing.assert_allclose(store.encode(captions).numpy(), np.stack([vector(c) for c in captions]), atol=2e-3)
+
+    pack("synthetic:30", str(tmp_path / "shards"), samples_per_shard=10, image_size=16, progress=False)
+    assert main(["data", "embed-captions", f"wds:{tmp_path / 'shards'}/shard-{{000000..000002}}.tar",
+                 "--cache-dir", str(tmp_path / "c"), *flags]) == 0
+    texts = []
+    for path in sorted((tmp_path / "shards").glob("shard-*.tar")):
+        with tarfile.open(path) as tar:
+            texts += [tar.extractfile(m).read().decode() for m in tar if m.name.endswith(".txt")]  # type: ignore
+    assert len(texts) == 30
+    whole = SemanticEncoder("hash-model", cache_dir=tmp_path / "c", show_progress=False)
+    assert all(t in whole for t in texts) and len(whole) == 50 + len(set(texts))
+    assert not list((tmp_path / "c").glob(".embed-done-*"))  # rank 0 cleaned its markers up
+
+    assert main(["data", "embed-captions", f"csv:{tmp_path / 't.csv'}", "--batch-size", "0"]) == 2
+    assert "--batch-size" in capsys.readouterr().err
