@@ -136,7 +136,7 @@ def test_old_cache_folder_still_works_and_converts_once(tmp_path: Path, monkeypa
     np.testing.assert_allclose(small.encode(captions).numpy(), want, atol=2e-3)
     assert len(small.store.segments()) == 5 and small.store.base_rows == 0
 
-    monkeypatch.setattr(CaptionStore.__init__, "__defaults__", (True, 1000))
+    monkeypatch.setattr(semantic.store, "COMPACT_BYTES", 1000)
     converted = SemanticEncoder("hash-model", cache_dir=tmp_path / "old", show_progress=False)
     assert "converting the cache's segments (5 files, 900 new captions)" in capsys.readouterr().out
     assert converted.store.base_rows == 900 and not converted.store.segments()
@@ -198,7 +198,7 @@ def test_two_ranks_split_the_work_and_wait_on_files(tmp_path: Path, monkeypatch:
     """Each rank encodes about half; the faster one waits (polling files) for the other; both end on one base."""
     captions = [f"shared caption {i}" for i in range(400)]
     monkeypatch.setattr(semantic, "load_sentence_model", lambda name, device: HashModel(delay=0.02))
-    monkeypatch.setattr(CaptionStore.__init__, "__defaults__", (True, 1000))  # compact after the barrier
+    monkeypatch.setattr(semantic.store, "COMPACT_BYTES", 1000)  # compact after the barrier
     ctx = multiprocessing.get_context("fork")
     out = ctx.Queue()
     ranks = [ctx.Process(target=_rank, args=(str(tmp_path), captions, r, out)) for r in range(2)]

@@ -36,6 +36,7 @@ from alignclip.fileio import atomic_write
 
 from .model import join_keys, split_keys
 from .search import search, unique_new
+from .warm import warm as warm_pages
 
 META_FILE, MANIFEST, LOCK_FILE = "meta.json", "store.json", ".compact.lock"
 SEGMENT_PREFIX = "shard-"
@@ -90,9 +91,10 @@ class CaptionStore:
     """Read side (base + loaded segments) and write side (segments, compaction) of one store folder."""
 
     def __init__(self, directory: str | os.PathLike, model_id: str, show_progress: bool = True,
-                 compact_bytes: int = COMPACT_BYTES) -> None:
+                 compact_bytes: int | None = None, warm: bool = True) -> None:
         self.dir, self.model_id, self.show_progress = Path(directory), model_id, show_progress
-        self.compact_bytes = compact_bytes
+        self.warm, self.warming = warm, None  # warming: the thread mapping the base's pages (warm.py)
+        self.compact_bytes = COMPACT_BYTES if compact_bytes is None else compact_bytes  # read now: tests lower it
         self.dim: int | None = None
         self.dir.mkdir(parents=True, exist_ok=True)
         self._check_meta()
@@ -147,6 +149,8 @@ class CaptionStore:
         self.emb = np.zeros((0, self.dim or 0), np.float16) if name is None else \
             np.load(self.dir / f"{name}.emb.npy", mmap_mode="r").view(np.ndarray)  # plain view: no memmap overhead
         self._base = name
+        if self.warm and name is not None:
+            self.warming = warm_pages(self.index, self.hi, self.emb)  # type: ignore[arg-type]
 
     def _add_overlay(self, hi: np.ndarray, lo: np.ndarray, emb: np.ndarray) -> None:
         """Merge rows into the in-memory sorted overlay (keys already in the base or overlay keep their row)."""
