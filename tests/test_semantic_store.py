@@ -138,7 +138,7 @@ def test_old_cache_folder_still_works_and_converts_once(tmp_path: Path, monkeypa
 
     monkeypatch.setattr(semantic.store, "COMPACT_BYTES", 1000)
     converted = SemanticEncoder("hash-model", cache_dir=tmp_path / "old", show_progress=False)
-    assert "converting the cache's segments (5 files, 900 new captions)" in capsys.readouterr().out
+    assert "converting the format-1 cache (5 files, 900 new captions)" in capsys.readouterr().out
     assert converted.store.base_rows == 900 and not converted.store.segments()
     assert json.loads((tmp_path / "old" / "meta.json").read_text())["format"] == 2
     np.testing.assert_allclose(converted.encode(captions).numpy(), want, atol=2e-3)

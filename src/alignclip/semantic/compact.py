@@ -6,6 +6,7 @@ Nothing a reader may be using is touched until store.json names the new base.
 """
 from __future__ import annotations
 
+import json
 import time
 import uuid
 import warnings
@@ -17,7 +18,7 @@ import numpy as np
 from alignclip.fileio import atomic_write
 
 from .search import bucket_index, search, unique_new
-from .store import base_keys, read_segment
+from .store import FORMAT, META_FILE, base_keys, read_segment
 
 if TYPE_CHECKING:
     from .store import CaptionStore
@@ -65,8 +66,9 @@ def merge_into_base(store: "CaptionStore", manifest: dict, segments: list[Path])
     nhi, nlo, src = hi[keep], lo[keep], src[:, keep]
     del hi, lo, parts
     n, m = len(bhi), len(nhi)
-    if old is None or store.show_progress:
-        what = "converting the cache's segments" if old is None else "merging segments"
+    legacy = old is None and json.loads((store.dir / META_FILE).read_text()).get("format", 1) < FORMAT
+    if legacy or store.show_progress:
+        what = "converting the format-1 cache" if legacy else "merging segments"
         print(f"semantic store {store.dir}: {what} ({len(names)} files, {m} new captions) into a memory-mapped "
               f"base of {n + m} captions", flush=True)
     pos = insertion_points(bhi, blo, nhi, nlo)

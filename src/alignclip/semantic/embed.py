@@ -55,6 +55,8 @@ def embed_captions(spec: object, model: str | None, cache_dir: str | None, devic
     try:
         if shards is None:
             counts = prefill_shared(encoder, captions, info.rank, info.world_size, stall_s, show)
+            if encoder.store.segments():  # the command's product is one mapped base, however few captions were new
+                encoder.store.compact()
         else:
             counts = embed_shards(encoder, captions, info.rank, info.world_size, job_id(), stall_s, show)
     except KeyboardInterrupt:

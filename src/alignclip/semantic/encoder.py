@@ -68,6 +68,10 @@ class SemanticEncoder:
         assert self.store.dim is not None
         return self.store.dim
 
+    def load_model(self) -> None:
+        """Load the sentence model now (it is otherwise loaded by the first caption the store lacks)."""
+        self._get_model()
+
     def encode(self, captions: Sequence[str]) -> torch.Tensor:
         """``FloatTensor[N, dim]`` (CPU, float32, L2-normalised); unseen captions are encoded once, duplicates too."""
         if isinstance(captions, str):

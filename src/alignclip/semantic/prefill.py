@@ -132,6 +132,8 @@ def prefill_shared(encoder: SemanticEncoder, captions: Iterable[str], rank: int 
     """Encode this rank's share of the missing captions, wait (file barrier) for the others', then merge and map
     the store. Every rank of a run calls it with the same captions. Returns counts for a summary line."""
     mine, hi, lo, seen = scan_share(encoder, captions, rank, world_size, keep_keys=world_size > 1)
+    if mine:
+        encoder.load_model()  # before the clock: the summary line's rate is the encoding's
     before, start = encoder.num_encoded, time.monotonic()
     desc = "caption embeddings" if world_size == 1 else f"caption embeddings (rank {rank}/{world_size})"
     encoder.encode_missing(mine, desc=desc)
@@ -142,8 +144,9 @@ def prefill_shared(encoder: SemanticEncoder, captions: Iterable[str], rank: int 
     waited = time.monotonic() - waited
     encoder.refresh()  # compacts (or waits for the rank that does) when the new segments are many
     if mine:  # once per run that had to encode: what this rank did, and how long it waited for the others
+        others = f"waited {waited:.1f}s for the other ranks, " if world_size > 1 else ""
         print(f"rank {rank}/{world_size}: encoded {len(mine)} new captions in {encoded:.1f}s "
-              f"({len(mine) / max(encoded, 1e-9):.0f}/s); waited {waited:.1f}s for the other ranks, "
+              f"({len(mine) / max(encoded, 1e-9):.0f}/s); {others}"
               f"{time.monotonic() - start - encoded - waited:.1f}s merging", flush=True)
     return {"captions": seen, "unique": len(hi) if world_size > 1 else len(encoder), "encoded":
             encoder.num_encoded - before}
