@@ -9,5 +9,5 @@ from .store import META_FILE, SEGMENT_PREFIX, CaptionStore
 SHARD_PREFIX = SEGMENT_PREFIX  # the name of format 1's shards, which are the store's segments
 
 __all__ = ["DEFAULT_MODEL", "META_FILE", "SHARD_PREFIX", "CaptionEncoder", "CaptionStore", "SemanticEncoder",
-           "SentenceModel", "_bundled_model_path", "caption_key", "caption_keys", "default_cache_dir",
+           "SentenceModel", "caption_key", "caption_keys", "default_cache_dir",
            "load_sentence_model", "model_identity"]
