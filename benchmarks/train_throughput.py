@@ -29,7 +29,7 @@ import alignclip
 from alignclip.data.collate import Collate
 from alignclip.data.synthetic import SyntheticShapes
 from alignclip.training.config import METHOD_ARCHITECTURE
-from alignclip.training.distributed import DistInfo, resolve_device
+from alignclip.training.distributed import DistInfo, device_for_rank
 from alignclip.training.optim import build_optimizer
 from alignclip.training.step import StepRunner
 from alignclip.training.trainer import resolve_precision
@@ -67,7 +67,7 @@ class Bench:
         semantic = None
         if self.encoder is not None:
             semantic = self.encoder.encode(batch.captions).to(self.device, non_blocking=True)
-        self.runner.step(batch, semantic, self.step_num, check_finite=False)
+        self.runner.step(batch, semantic, None, check_finite=False)  # None: the loss's own beta, as configured
         sync()
         self.step_num += 1
         return time.perf_counter() - start
@@ -114,7 +114,7 @@ def peak_rss_mib() -> float:
 
 
 def memory_child(preset: str, method: str, args: argparse.Namespace) -> None:
-    device = resolve_device(args.device, DistInfo())
+    device = device_for_rank(args.device, DistInfo())
     precision = resolve_precision(args.precision, device)
     with tempfile.TemporaryDirectory() as cache:
         bench = Bench(preset, method, args.batch_size, device, precision, 2, cache)
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         memory_child(*args.memory_of, args)
         return 0
 
-    device = resolve_device(args.device, DistInfo())
+    device = device_for_rank(args.device, DistInfo())
     precision = resolve_precision(args.precision, device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"# {name}, {precision}, global batch {args.batch_size}, median of {args.steps} interleaved steps\n")

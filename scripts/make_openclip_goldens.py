@@ -28,14 +28,6 @@ from pathlib import Path
 
 import torch
 
-try:
-    import open_clip
-except RuntimeError:  # torchvision's C++ ops missing in a CPU-only venv: register them, then retry
-    lib = torch.library.Library("torchvision", "DEF")
-    lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    lib.define("qnms(Tensor qdets, Tensor qscores, float iou_threshold) -> Tensor")
-    import open_clip
-from open_clip.model import CLIP
 from safetensors.torch import save_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,12 +73,28 @@ def tokens_for(text_cfg: dict, generator: torch.Generator) -> torch.Tensor:
     return tokens
 
 
+def import_open_clip():  # type: ignore[no-untyped-def]
+    """open_clip, imported when the script runs, not when it is loaded: it is no dependency of this package, and
+    tests/test_scripts.py loads every script to catch broken imports."""
+    try:
+        import open_clip
+    except RuntimeError:  # torchvision's C++ ops missing in a CPU-only venv: register them, then retry
+        lib = torch.library.Library("torchvision", "DEF")
+        lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        lib.define("qnms(Tensor qdets, Tensor qscores, float iou_threshold) -> Tensor")
+        import open_clip
+    return open_clip
+
+
 def storage_dtype(config: dict) -> torch.dtype:
     """fp16 (what open_clip checkpoints ship in), fp8 for the wide-head towers that would not fit otherwise."""
     return torch.float8_e4m3fn if config["vision_cfg"].get("head_width", 64) > 64 else torch.float16
 
 
 def make_golden(family: str, config: dict, features: list[str], seed: int) -> None:
+    open_clip = import_open_clip()
+    from open_clip.model import CLIP
+
     dtype = storage_dtype(config)
     torch.manual_seed(seed)
     model = CLIP(config["embed_dim"], config["vision_cfg"], config["text_cfg"],
@@ -116,6 +124,7 @@ def make_golden(family: str, config: dict, features: list[str], seed: int) -> No
 
 
 def write_zoo() -> None:
+    open_clip = import_open_clip()
     configs_dir = Path(open_clip.__file__).parent / "model_configs"
     configs = {p.stem: json.loads(p.read_text()) for p in sorted(configs_dir.glob("*.json"))}
     ZOO.parent.mkdir(parents=True, exist_ok=True)
@@ -123,8 +132,12 @@ def write_zoo() -> None:
     print(f"zoo: {len(configs)} configs -> {ZOO.relative_to(ROOT)}")
 
 
-if __name__ == "__main__":
+def main() -> None:
     GOLDENS.mkdir(parents=True, exist_ok=True)
     write_zoo()
     for i, (family, (config, features)) in enumerate(FAMILIES.items()):
         make_golden(family, config, features, seed=i)
+
+
+if __name__ == "__main__":
+    main()

@@ -83,7 +83,7 @@ def test_new_instance_answers_from_disk_without_model(minilm: dict[str, Any], tm
     expected = first.encode(CAPTIONS)
     first.flush()
     assert len(_shards(tmp_path)) == 1
-    assert json.loads((tmp_path / "meta.json").read_text()) == {"model": DEFAULT_MODEL, "dim": 384, "format": 1}
+    assert json.loads((tmp_path / "meta.json").read_text()) == {"model": DEFAULT_MODEL, "dim": 384, "format": 2}
 
     monkeypatch.setattr(semantic, "load_sentence_model", _unavailable)
     second = SemanticEncoder(cache_dir=tmp_path, show_progress=False)

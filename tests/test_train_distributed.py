@@ -3,6 +3,7 @@ holds the whole batch (the data order is the same by construction, the losses al
 from __future__ import annotations
 
 import json
+import re
 import os
 import socket
 import subprocess
@@ -68,3 +69,31 @@ def test_two_gloo_processes_match_one_process(tmp_path, tmp_path_factory, method
             keep = [*range(width), *range(2 * width, 3 * width)]
             a[name], b[name] = a[name][keep], b[name][keep]
         torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.slow
+def test_ddp_prefill_longer_than_the_dist_timeout(tmp_path, micro_preset) -> None:
+    """Two gloo ranks must encode more captions (real MiniLM) than one rank could within runtime.dist_timeout_s:
+    each encodes its half and waits on files, not in a collective, so the run starts and finishes."""
+    timeout_s, captions = 10, 6144
+    overrides = ["method=alignclip", f"model.preset={micro_preset}", "runtime.device=cpu", "runtime.threads=1",
+                 "data.workers=0", f"data.num_samples={captions}", "optim.batch_size=512", "optim.steps=12",
+                 f"runtime.dist_timeout_s={timeout_s}", "logging.progress=false", "logging.tensorboard=false",
+                 "logging.checkpoint_every=0", f"loss.semantic_cache_dir={tmp_path / 'cache'}",
+                 f"logging.out={tmp_path}"]
+    args = [sys.executable, "-m", "alignclip.cli.train", "--name", "ddp"]
+    for item in overrides:
+        args += ["--set", item]
+    port, ranks = free_port(), []
+    for rank in range(2):
+        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank),
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
+        ranks.append(subprocess.Popen(args, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    outputs = [p.communicate(timeout=600)[0] for p in ranks]
+    assert [p.returncode for p in ranks] == [0, 0], "\n".join(outputs)
+    done = [re.search(r"rank (\d)/2: encoded (\d+) new captions in ([\d.]+)s", out) for out in outputs]
+    assert all(done), "\n".join(outputs)
+    counts = [int(m.group(2)) for m in done]
+    assert sum(counts) == captions and min(counts) > 0.4 * captions  # every caption once, split about in half
+    assert sum(float(m.group(3)) for m in done) > timeout_s  # what one rank alone would have needed
+    assert read_metrics(tmp_path / "ddp")[-1]["step"] == 12

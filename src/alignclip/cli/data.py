@@ -1,4 +1,5 @@
-"""`alignclip data pack|inspect`: turn any source into WebDataset shards, or check a source before training."""
+"""`alignclip data pack|inspect|embed-captions`: turn any source into WebDataset shards, check a source before
+training, or precompute its caption embeddings for AlignCLIP."""
 from __future__ import annotations
 
 import argparse
@@ -12,7 +13,7 @@ if TYPE_CHECKING:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("data", help="prepare and check datasets",
                                    description="Prepare and check image-text datasets.")
-    commands = parser.add_subparsers(dest="data_command", metavar="{pack,inspect}")
+    commands = parser.add_subparsers(dest="data_command", metavar="{pack,inspect,embed-captions}")
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
     p = commands.add_parser("pack", help="write a source as WebDataset tar shards",
@@ -42,6 +43,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--image-size", type=int, default=None, help="image side in pixels (default: the preset's)")
     _csv_options(p)
     p.set_defaults(func=run_inspect)
+
+    p = commands.add_parser("embed-captions", help="precompute caption embeddings for AlignCLIP (resumable, torchrun)",
+                            description="Sentence-encode every caption of SOURCE that the caption store lacks, into "
+                                        "the store training reads (loss.semantic_cache_dir). Killed or interrupted, "
+                                        "rerun it: nothing stored is encoded again. Under torchrun each rank encodes "
+                                        "a share and the store is merged once at the end.")
+    p.add_argument("source", help="dataset spec, e.g. csv:data/train.csv, captions:images/, wds:shards/{0..99}.tar")
+    p.add_argument("--semantic-model", default=None, help="sentence-transformers name/path (default: the bundled "
+                   "all-MiniLM-L6-v2; training's loss.semantic_model)")
+    p.add_argument("--cache-dir", default=None, help="store folder (default: the model's folder under "
+                   "$ALIGNCLIP_CACHE/semantic; training's loss.semantic_cache_dir)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="auto: the GPU of this rank if there is one")
+    p.add_argument("--batch-size", type=int, default=256, help="captions per sentence-model forward")
+    p.add_argument("--num-samples", type=int, default=None, help="only the first N samples (synthetic: its size)")
+    p.add_argument("--seed", type=int, default=0, help="synthetic dataset seed (training's data.synthetic_seed)")
+    p.add_argument("--flush-every", type=int, default=50_000, help="new captions kept in memory before a flush "
+                   "(a flush also happens every 30 s)")
+    p.add_argument("--wait-s", type=float, default=120.0, help="torchrun: how long a rank waits without any new "
+                   "caption from the others before it gives up")
+    _csv_options(p)
+    p.set_defaults(func=run_embed_captions)
 
 
 def _csv_options(p: argparse.ArgumentParser) -> None:
@@ -77,6 +100,15 @@ def _input_size(args: argparse.Namespace) -> tuple[int, str]:
 
     preset = args.preset or ModelSection.preset
     return load_model_config(preset).vision_cfg.image_size, f"preset {preset}; --preset or --image-size to change"
+
+
+def run_embed_captions(args: argparse.Namespace) -> int:
+    from alignclip.semantic.embed import embed_captions
+
+    if args.batch_size < 1 or args.flush_every < 1 or args.wait_s <= 0:
+        raise ValueError("--batch-size and --flush-every must be >= 1 and --wait-s > 0")
+    return embed_captions(_spec(args), args.semantic_model, args.cache_dir, args.device, args.batch_size,
+                          args.num_samples, args.seed, args.wait_s, args.flush_every)
 
 
 def run_inspect(args: argparse.Namespace) -> int:

@@ -1,9 +1,10 @@
 """Caption sentence embeddings for AlignCLIP's separation weights, computed once per unique caption.
 
-When the dataset can list its captions without decoding images (synthetic, CSV, folders), rank 0 prefills the
-disk cache with every caption the run will read, in large batches, before step 1; the other ranks then load the
-cache. Otherwise (shards) captions are encoded the first time they are seen. Either way a training step costs
-dictionary lookups and one gather, never a sentence-model forward for a caption seen before.
+When the dataset can list its captions without decoding images (synthetic, CSV, folders), every rank encodes its
+share of the captions the run will read and waits for the others' on a polled file barrier, never in a collective
+(semantic/prefill.py says why); then all ranks map the one merged store. Otherwise (shards) captions are encoded the
+first time they are seen, unless `alignclip data embed-captions` stored them beforehand. Either way a training step
+costs one hash per caption and a memory-mapped lookup, never a sentence-model forward for a caption seen before.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from tqdm.auto import tqdm
 
 from .config import TrainConfig
 from .data import can_list_captions, caption_of, planned_indices
-from .distributed import DistInfo, broadcast_object
+from .distributed import DistInfo
 
 if TYPE_CHECKING:  # a type only: importing semantic.py at run time is deferred to for_config
     from alignclip.semantic import CaptionEncoder
@@ -29,30 +30,18 @@ class CaptionFeatures:
     def for_config(cls, config: TrainConfig, dataset: Dataset, device: torch.device, info: DistInfo, epoch: int,
                    batch_in_epoch: int, remaining_steps: int) -> "CaptionFeatures":
         from alignclip.semantic import SemanticEncoder
+        from alignclip.semantic.prefill import flush_interval, prefill_shared, stall_bound
 
         show = info.is_main and config.logging.progress
-        kwargs = dict(model_name_or_path=config.loss.semantic_model, cache_dir=config.loss.semantic_cache_dir,
-                      device=str(device), show_progress=show)
-        if not can_list_captions(dataset):
-            return cls(SemanticEncoder(**kwargs), device)
-        encoder, error = None, None
-        if info.is_main:
-            try:
-                encoder = SemanticEncoder(**kwargs)
-                indices = planned_indices(dataset, config, epoch, batch_in_epoch, remaining_steps)
-                captions = (caption_of(dataset, i) for i in tqdm(indices, desc="listing captions", unit="sample",
-                                                                 disable=not show, leave=False))
-                encoder.prefill(c for c in captions if c)
-            except (ValueError, FileNotFoundError) as e:
-                error = e
-        # Doubles as the barrier; a failure on rank 0 fails every rank instead of leaving them waiting.
-        message = broadcast_object(None if error is None else f"{type(error).__name__}: {error}")
-        if error is not None:
-            raise error
-        if message is not None:
-            raise ValueError(f"rank 0 failed to prepare caption embeddings ({message})")
-        if encoder is None:
-            encoder = SemanticEncoder(**kwargs)  # reads the shards rank 0 just flushed
+        stall_s = stall_bound(config.runtime.dist_timeout_s)
+        encoder = SemanticEncoder(config.loss.semantic_model, config.loss.semantic_cache_dir, device=str(device),
+                                  show_progress=show, flush_interval_s=flush_interval(stall_s))
+        if can_list_captions(dataset):
+            indices = planned_indices(dataset, config, epoch, batch_in_epoch, remaining_steps)
+            captions = (caption_of(dataset, i) for i in tqdm(indices, desc="listing captions", unit="sample",
+                                                             disable=not show, leave=False))
+            prefill_shared(encoder, (c for c in captions if c), info.rank, info.world_size, stall_s, show)
+        encoder.flush_interval_s = None  # during training: flush at checkpoints only
         return cls(encoder, device)
 
     def __call__(self, captions: Sequence[str]) -> torch.Tensor:
