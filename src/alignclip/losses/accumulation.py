@@ -15,6 +15,8 @@ from torch import nn
 
 from alignclip.models.diagnostics import batch_gap_diagnostics
 
+from .sigmoid_loss import logit_bias_of
+
 
 def _forward(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
     return model(batch["images"], batch["tokens"])
@@ -51,7 +53,8 @@ def accumulated_backward(model: nn.Module, loss_fn: nn.Module, micro_batches: Se
                 all_texts = torch.cat(texts[:j] + [out["text_features"]] + texts[j + 1:])
                 # The temperature is shared by all passes: let only the last carry its gradient, so it counts once.
                 logit_scale = out["logit_scale"] if j == last else out["logit_scale"].detach()
-                terms = loss_fn(all_images, all_texts, logit_scale, semantic_features=semantic)
+                terms = loss_fn(all_images, all_texts, logit_scale, semantic_features=semantic,
+                                **logit_bias_of(out, detach=j != last))
             backward(terms["loss"])
     # Diagnostics of the whole accumulated batch, not of the last micro-batch alone.
     out = {**out, "diagnostics": batch_gap_diagnostics(all_images, all_texts)}
