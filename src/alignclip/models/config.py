@@ -149,6 +149,18 @@ class ModelConfig:
         if t.proj_bias and t.proj_type == "none":
             raise ValueError(f"{source}: text_cfg.proj_bias needs a projection (proj_type 'linear')")
 
+    def tower_options(self) -> list[str]:
+        """The tower options (SigLIP's) that differ from CLIP's defaults, e.g. ["vision_cfg.pool_type 'map'"]."""
+        found = []
+        for name, cfg, default in (("vision_cfg", self.vision_cfg, VisionConfig()),
+                                   ("text_cfg", self.text_cfg, TextConfig())):
+            for key in ("class_token", "pre_norm", "patch_bias", "pool_type", "proj_type", "activation", "causal",
+                        "proj_bias"):
+                if hasattr(cfg, key) and getattr(cfg, key) != getattr(default, key) \
+                        and not (key == "pool_type" and name == "text_cfg"):
+                    found.append(f"{name}.{key} {getattr(cfg, key)!r}")
+        return found
+
     def validate_shared(self, source: str = "config") -> None:
         """SharedCLIP runs both modalities through one transformer, so the towers' shapes must agree."""
         v, t = self.vision_cfg, self.text_cfg
@@ -158,11 +170,7 @@ class ModelConfig:
         if mismatched:
             raise ValueError(f"{source}: the shared architecture needs one transformer for both modalities, "
                              f"but these differ: {', '.join(mismatched)}")
-        defaults = {"vision_cfg": VisionConfig(), "text_cfg": TextConfig()}
-        two_tower = [f"{name}.{key}" for name, cfg in (("vision_cfg", v), ("text_cfg", t))
-                     for key in ("class_token", "pre_norm", "patch_bias", "pool_type", "proj_type", "activation",
-                                 "causal", "proj_bias") if hasattr(cfg, key)
-                     and getattr(cfg, key) != getattr(defaults[name], key)]
+        two_tower = self.tower_options()
         if two_tower:
             raise ValueError(f"{source}: the shared architecture does not support {', '.join(two_tower)} "
                              "(two-tower options; use architecture 'clip')")
