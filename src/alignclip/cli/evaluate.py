@@ -86,7 +86,10 @@ def run_eval(args: argparse.Namespace) -> int:
     elif args.checkpoint:
         import alignclip
 
+        from alignclip.evaluation.features import default_tokenizer
+
         model = alignclip.load_checkpoint(args.checkpoint, config=args.model_config, device=device)
+        tokenizer = default_tokenizer(model)  # a SigLIP folder's own vocabulary; checked before any image is read
         source = str(args.checkpoint)
     else:
         raise ValueError("give a CHECKPOINT or --open-clip MODEL_NAME")
@@ -116,7 +119,7 @@ def run_embed(args: argparse.Namespace) -> int:
     import numpy as np
 
     import alignclip
-    from alignclip.evaluation.features import resolve_device
+    from alignclip.evaluation.features import default_tokenizer, resolve_device
     from alignclip.evaluation.pairs import embed_pairs, is_pair_dataset
 
     if not is_pair_dataset(args.dataset):
@@ -124,7 +127,7 @@ def run_embed(args: argparse.Namespace) -> int:
                          f"got {args.dataset!r}")
     device = resolve_device(args.device)
     model = alignclip.load_checkpoint(args.checkpoint, config=args.model_config, device=device)
-    pairs = embed_pairs(model, args.dataset, args.num_samples, None, args.batch_size, device,
+    pairs = embed_pairs(model, args.dataset, args.num_samples, default_tokenizer(model), args.batch_size, device,
                         args.csv_image_key, args.csv_caption_key)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

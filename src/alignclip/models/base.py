@@ -37,6 +37,7 @@ class ContrastiveModel(nn.Module):
     """Subclasses implement `_encode_image` / `_encode_text` (unnormalised projected features)."""
 
     architecture: str = ""
+    tokenizer_folder = None  # a folder with the model's own vocabulary (SigLIP); None: alignclip's CLIP BPE
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()

@@ -45,6 +45,9 @@ def save_checkpoint(model: ContrastiveModel, path: str | Path, metadata: dict[st
     atomic_write(weights, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
     document = {"architecture": model.architecture, "model": model.config.to_dict(), **(metadata or {})}
     atomic_write(config, lambda tmp: tmp.write_text(json.dumps(document, indent=2) + "\n"))
+    if model.tokenizer_folder is not None and weights.name == WEIGHTS_NAME:  # the ids need their vocabulary
+        from alignclip.folder_tokenizer import copy_tokenizer
+        copy_tokenizer(model.tokenizer_folder, weights.parent)
     return weights.parent if weights.name == WEIGHTS_NAME else weights
 
 
@@ -102,7 +105,11 @@ def _load_ours(weights: Path, config_path: Path, document: Any, config: ConfigSp
         state = load_file(str(weights))
     except (SafetensorError, OSError) as e:
         raise ValueError(f"{weights}: unreadable safetensors file ({e})") from None
-    return build_model(model_config, architecture, state, str(weights))
+    model = build_model(model_config, architecture, state, str(weights))
+    from alignclip.folder_tokenizer import has_tokenizer
+    if weights.name == WEIGHTS_NAME and has_tokenizer(weights.parent):
+        model.tokenizer_folder = weights.parent
+    return model
 
 
 def count_blocks(state: dict[str, Any], prefix: str, source: str) -> int:

@@ -154,7 +154,10 @@ def import_hf(folder: str | Path, config: ConfigSpec = None) -> ContrastiveModel
     state: dict[str, torch.Tensor] = {}
     for path in _weight_files(folder):
         state.update(read_state_dict(path))
-    return build_model(model_config, "clip", convert(state), source)
+    model = build_model(model_config, "clip", convert(state), source)
+    if model_type != "clip":  # CLIP's BPE is alignclip's own; SigLIP's vocabulary lives in the folder
+        model.tokenizer_folder = folder
+    return model
 
 
 def hf_config(config: ModelConfig, logit_scale: float) -> Any:
@@ -201,4 +204,7 @@ def export_hf(model: ContrastiveModel, out: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "model.safetensors", lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
     atomic_write(out / "config.json", lambda tmp: tmp.write_text(config.to_json_string()))
+    if model.tokenizer_folder is not None:
+        from alignclip.folder_tokenizer import copy_tokenizer
+        copy_tokenizer(model.tokenizer_folder, out)
     return out
