@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from alignclip.losses import SigLipLoss, accumulated_backward
+from alignclip.losses import ClipLoss, SigLipLoss, accumulated_backward
 from alignclip.losses.sigmoid_loss import INIT_LOGIT_BIAS, INIT_LOGIT_SCALE
 
 
@@ -99,13 +99,27 @@ def _data(n: int = 8) -> dict[str, torch.Tensor]:
     return {"images": torch.randn(n, 10, generator=g), "tokens": torch.randn(n, 12, generator=g)}
 
 
-def _full_batch_grads() -> tuple[float, dict[str, torch.Tensor]]:
+# A SigLIP trained with its own loss, and with CLIP's (open_clip #1076: the bias then went unused and DDP stopped).
+LOSSES = {"sigmoid": lambda local: SigLipLoss(local_loss=local), "infonce": lambda local: ClipLoss(local_loss=local)}
+
+
+def _full_batch_grads(name: str = "sigmoid") -> tuple[float, dict[str, torch.Tensor]]:
     model, data = _BiasEncoder(), _data()
     out = model(data["images"], data["tokens"])
-    loss = SigLipLoss()(out["image_features"], out["text_features"], out["logit_scale"],
-                        logit_bias=out["logit_bias"])["loss"]
+    loss = LOSSES[name](False)(out["image_features"], out["text_features"], out["logit_scale"],
+                               logit_bias=out["logit_bias"])["loss"]
     loss.backward()
     return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def test_infonce_takes_a_bias_and_is_unchanged_by_it() -> None:
+    """CLIP's loss on a SigLIP: the bias shifts a whole softmax row, so the value is the same and its gradient 0."""
+    x, y = _features()
+    t, b = torch.tensor(6.0, dtype=torch.float64), torch.tensor(-10.0, dtype=torch.float64, requires_grad=True)
+    with_bias = ClipLoss()(x, y, t, logit_bias=b)["loss"]
+    with_bias.backward()
+    assert with_bias.item() == pytest.approx(ClipLoss()(x, y, t)["loss"].item(), abs=1e-12)
+    assert b.grad is not None and abs(b.grad.item()) < 1e-12
 
 
 def test_gradient_accumulation_equals_big_batch() -> None:
@@ -118,7 +132,7 @@ def test_gradient_accumulation_equals_big_batch() -> None:
         assert torch.allclose(p.grad, ref_grads[n], atol=1e-6, rtol=1e-5), n
 
 
-def _ddp_worker(rank: int, world: int, store: str, local_loss: bool, result: str) -> None:
+def _ddp_worker(rank: int, world: int, store: str, name: str, local_loss: bool, result: str) -> None:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel as DDP
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
@@ -129,8 +143,8 @@ def _ddp_worker(rank: int, world: int, store: str, local_loss: bool, result: str
         for _ in range(2):
             model.zero_grad()
             out = model(data["images"], data["tokens"])
-            terms = SigLipLoss(local_loss=local_loss)(out["image_features"], out["text_features"],
-                                                      out["logit_scale"], logit_bias=out["logit_bias"])
+            terms = LOSSES[name](local_loss)(out["image_features"], out["text_features"], out["logit_scale"],
+                                             logit_bias=out["logit_bias"])
             terms["loss"].backward()
         loss = terms["loss"].detach().clone()
         dist.all_reduce(loss)  # the mean over ranks is the global loss (also with local_loss)
@@ -144,19 +158,19 @@ def _ddp_worker(rank: int, world: int, store: str, local_loss: bool, result: str
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("local_loss", [False, True])
-def test_two_process_gloo_equals_one_process_with_the_doubled_batch(local_loss: bool, tmp_path) -> None:
+@pytest.mark.parametrize("name,local_loss", [("sigmoid", False), ("sigmoid", True), ("infonce", False)])
+def test_two_process_gloo_equals_one_process_with_the_doubled_batch(name: str, local_loss: bool, tmp_path) -> None:
     import torch.multiprocessing as mp
     result = str(tmp_path / "rank0.pt")
     try:
-        mp.start_processes(_ddp_worker, args=(2, str(tmp_path / "store"), local_loss, result), nprocs=2,
+        mp.start_processes(_ddp_worker, args=(2, str(tmp_path / "store"), name, local_loss, result), nprocs=2,
                            join=True, start_method="spawn")
     except mp.ProcessExitedException:
         if not all(Path(f"{result}.done{r}").is_file() for r in range(2)):  # only gloo's own teardown is forgiven
             raise
     loss, grads = torch.load(result)
-    ref_loss, ref_grads = _full_batch_grads()
+    ref_loss, ref_grads = _full_batch_grads(name)
     assert loss == pytest.approx(ref_loss, rel=1e-5)
-    assert grads["logit_bias"].abs().item() > 0
+    assert grads["logit_bias"].abs().item() > 0 if name == "sigmoid" else grads["logit_bias"].abs().item() < 1e-6
     for n, g in grads.items():
         assert torch.allclose(g, ref_grads[n], atol=1e-6, rtol=1e-4), n

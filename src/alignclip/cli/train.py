@@ -23,6 +23,7 @@ methods:
 examples:
   alignclip train                                      # tiny AlignCLIP on synthetic data, CPU, a few minutes
   alignclip train --method clip --steps 500            # the CLIP baseline, same data
+  alignclip train --method clip --loss sigmoid         # a SigLIP: the sigmoid loss with a learned logit bias
   alignclip train --set loss.separation_warmup_steps=0     # the paper's constant IMSep weight (no ramp)
   alignclip train --preset small --batch-size 256 --set optim.lr=1e-3 --set loss.beta=0.25
   alignclip train --data csv:data/train.csv --set data.csv_image_key=filepath --set data.csv_caption_key=title
@@ -32,6 +33,7 @@ examples:
   alignclip train --resume runs/my-run --steps 5000    # continue a run, training longer
   alignclip train --recipe posttrain --init-from runs/my-clip-run --steps 120   # close the gap of a trained CLIP
   alignclip train --recipe posttrain --init-from ViT-B-16.pt --init-config ViT-B-16 --data csv:pairs.csv
+  alignclip train --recipe posttrain --init-from runs/my-siglip-run   # a SigLIP: sigmoid loss + IMSep (auto)
   torchrun --nproc_per_node 4 -m alignclip.cli.train --config cfg.yaml   # 4 GPUs (DDP); --batch-size is global
 
 config file (YAML; TOML works the same with [sections]):
@@ -53,7 +55,7 @@ FLAG_KEYS = {"method": "method", "preset": "model.preset", "data": "data.train",
              "epochs": "optim.epochs", "batch_size": "optim.batch_size", "lr": "optim.lr", "device": "runtime.device",
              "precision": "runtime.precision", "workers": "data.workers", "seed": "runtime.seed",
              "out": "logging.out", "name": "logging.name", "architecture": "model.architecture",
-             "init_from": "model.init_from", "init_config": "model.init_config"}
+             "init_from": "model.init_from", "init_config": "model.init_config", "loss": "loss.contrastive"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -63,6 +65,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="override one config key, e.g. --set optim.lr=1e-3 (repeatable)")
     p.add_argument("--method", choices=METHODS, help="what to train (default: alignclip)")
     p.add_argument("--preset", help="model preset (tiny, small, ViT-B-16, ...) or a JSON model config path")
+    p.add_argument("--loss", choices=["auto", "infonce", "sigmoid"],
+                   help="image-text loss: infonce (CLIP), sigmoid (SigLIP; a fresh model gets its logit bias -10 "
+                        "and temperature 10); default auto: sigmoid for a model with a logit bias, else infonce")
     p.add_argument("--architecture", choices=["clip", "shared"],
                    help="two towers (clip) or one shared transformer; default: the method's (alignclip: shared)")
     p.add_argument("--init-from", metavar="PATH",

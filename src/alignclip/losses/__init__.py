@@ -2,6 +2,6 @@
 from .accumulation import accumulated_backward
 from .alignclip_loss import AlignCLIPLoss
 from .clip_loss import ClipLoss
-from .sigmoid_loss import SigLipLoss
+from .sigmoid_loss import SigLipIMSepLoss, SigLipLoss
 
-__all__ = ["AlignCLIPLoss", "ClipLoss", "SigLipLoss", "accumulated_backward"]
+__all__ = ["AlignCLIPLoss", "ClipLoss", "SigLipIMSepLoss", "SigLipLoss", "accumulated_backward"]

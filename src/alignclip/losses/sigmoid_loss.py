@@ -66,3 +66,31 @@ class SigLipLoss(nn.Module):
         batch = GlobalBatch(image_features, text_features, self.local_loss, self.gather_with_grad)
         loss = sigmoid_terms(batch, logit_scale, logit_bias)
         return {"contrastive_loss": loss, "loss": loss}
+
+
+class SigLipIMSepLoss(nn.Module):
+    """The sigmoid loss plus IMSep (AlignCLIP's intra-modality separation), to close the gap of a SigLIP.
+
+    IMSep is AlignCLIPLoss's own separation term, reused as is: `imsep` is an AlignCLIPLoss with alpha = 0, whose
+    InfoNCE term is then weighted out and only its `separation_loss` is taken (the bias does not enter IMSep: it is
+    a softmax over one row, which a constant shift cannot change). Terms: `contrastive_loss` = the sigmoid loss,
+    `separation_loss` = beta x IMSep, `loss` = alpha x contrastive_loss + separation_loss.
+    """
+
+    def __init__(self, imsep: nn.Module, alpha: float = 1.0, local_loss: bool = False,
+                 gather_with_grad: bool = True) -> None:
+        super().__init__()
+        if getattr(imsep, "alpha", None) != 0:
+            raise ValueError("SigLipIMSepLoss takes IMSep from an AlignCLIPLoss(alpha=0): its InfoNCE term must not "
+                             "count")
+        self.sigmoid = SigLipLoss(local_loss, gather_with_grad)
+        self.imsep, self.alpha = imsep, alpha
+
+    def forward(self, image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor,
+                logit_bias: torch.Tensor | None = None, semantic_features: torch.Tensor | None = None,
+                beta: float | None = None) -> dict[str, torch.Tensor]:
+        """`beta` overrides IMSep's weight for this call (the trainer's warm-up ramp), as in AlignCLIPLoss."""
+        sigmoid = self.sigmoid(image_features, text_features, logit_scale, logit_bias)["loss"]
+        separation = self.imsep(image_features, text_features, logit_scale, semantic_features=semantic_features,
+                                beta=beta)["separation_loss"]
+        return {"contrastive_loss": sigmoid, "separation_loss": separation, "loss": self.alpha * sigmoid + separation}

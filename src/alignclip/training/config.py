@@ -70,7 +70,13 @@ class DataSection:
 
 @dataclass
 class LossSection:
-    alpha: float = setting(1.0, "weight of the contrastive (CLIP) term in AlignCLIPLoss")
+    # What the image-text term is. auto follows the model: one with a learned logit bias (a SigLIP) was trained with
+    # the sigmoid loss, so post-training it keeps that loss; a fresh model with "sigmoid" gets SigLIP's bias and
+    # temperature (b = -10, t = 10). IMSep (method alignclip) adds to either term.
+    contrastive: Literal["auto", "infonce", "sigmoid"] = setting(
+        "auto", "infonce: CLIP's softmax; sigmoid: SigLIP's pairwise loss; auto: sigmoid for a model with a logit "
+                "bias, else infonce")
+    alpha: float = setting(1.0, "weight of the image-text term (InfoNCE or sigmoid) beside IMSep (method alignclip)")
     beta: float = setting(0.5, "weight of the intra-modality separation term (IMSep)")
     separate_text: bool = setting(True, "IMSep between captions")
     separate_image: bool = setting(True, "IMSep between images (weights still from the captions)")

@@ -33,14 +33,24 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def create_loss(config: TrainConfig) -> nn.Module:
-    from alignclip.losses import AlignCLIPLoss, ClipLoss
+def contrastive_of(config: TrainConfig, model: nn.Module | None = None) -> str:
+    """The image-text term a run trains: loss.contrastive, "auto" resolved by the model (a learned logit bias
+    marks a SigLIP, trained with the sigmoid loss)."""
+    if config.loss.contrastive != "auto":
+        return config.loss.contrastive
+    return "sigmoid" if getattr(model, "logit_bias", None) is not None else "infonce"
+
+
+def create_loss(config: TrainConfig, model: nn.Module | None = None) -> nn.Module:
+    from alignclip.losses import AlignCLIPLoss, ClipLoss, SigLipIMSepLoss, SigLipLoss
 
     ls = config.loss
+    sigmoid = contrastive_of(config, model) == "sigmoid"
     if config.method == "alignclip":
-        return AlignCLIPLoss(alpha=ls.alpha, beta=ls.beta, separate_text=ls.separate_text,
-                             separate_image=ls.separate_image, weighting=ls.weighting, local_loss=ls.local_loss)
-    return ClipLoss(local_loss=ls.local_loss)
+        imsep = AlignCLIPLoss(alpha=0.0 if sigmoid else ls.alpha, beta=ls.beta, separate_text=ls.separate_text,
+                              separate_image=ls.separate_image, weighting=ls.weighting, local_loss=ls.local_loss)
+        return SigLipIMSepLoss(imsep, alpha=ls.alpha, local_loss=ls.local_loss) if sigmoid else imsep
+    return SigLipLoss(local_loss=ls.local_loss) if sigmoid else ClipLoss(local_loss=ls.local_loss)
 
 
 def beta_at(config: TrainConfig, step: int) -> float | None:

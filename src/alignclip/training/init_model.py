@@ -3,9 +3,15 @@ a CLIP someone already has). Weights only: the optimizer and schedule start fres
 not the config, fixes the architecture and the model config."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
+import torch
+from torch import nn
+
+from alignclip.losses.sigmoid_loss import INIT_LOGIT_BIAS, INIT_LOGIT_SCALE
 from alignclip.models.base import ContrastiveModel
+from alignclip.models.config import load_model_config
 
 from .checkpoint import latest_checkpoint
 from .config import TrainConfig, check_architecture
@@ -29,18 +35,32 @@ def _load(path: Path, config: str | None) -> ContrastiveModel:
     return load_checkpoint(path, config=config)
 
 
+def add_logit_bias(model: ContrastiveModel, value: float = INIT_LOGIT_BIAS) -> None:
+    """Give a model trained without one (a CLIP) SigLIP's learned logit bias, so it can post-train with the sigmoid
+    loss; its temperature is kept (it is already trained). The model config records the bias, so checkpoints of
+    the run load with it."""
+    model.config = dataclasses.replace(model.config, logit_bias=value)
+    model.logit_bias = nn.Parameter(torch.tensor(float(value), device=model.logit_scale.device))
+
+
 def build_model(config: TrainConfig, resume_from: Path | None = None) -> ContrastiveModel:
     """The run's model on CPU. Resuming a post-training run rebuilds it from the resumed checkpoint (our format,
     which records the model config), so the original init_from file need not exist any more."""
     from alignclip.models.factory import create_model
 
     m = config.model
+    sigmoid = config.loss.contrastive == "sigmoid"
     if not m.init_from:
-        return create_model(m.preset, architecture=config.architecture, seed=config.runtime.seed)
+        model_config = load_model_config(m.preset)
+        if sigmoid and model_config.logit_bias is None:  # SigLIP's start: t = 10, b = -10
+            model_config = dataclasses.replace(model_config, logit_scale=INIT_LOGIT_SCALE, logit_bias=INIT_LOGIT_BIAS)
+        return create_model(model_config, architecture=config.architecture, seed=config.runtime.seed)
     if resume_from is not None:
         model = _load(resume_from, None)
     else:
         model = _load(resolve_init_from(m.init_from), m.init_config)
+        if sigmoid and model.logit_bias is None:
+            add_logit_bias(model)
     arch = model.architecture
     if m.architecture is not None and m.architecture != arch:
         raise ValueError(f"bad value for 'model.architecture': {m.architecture!r} contradicts model.init_from, a "

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from alignclip.data.collate import Batch
+from alignclip.losses.sigmoid_loss import logit_bias_of
 from alignclip.models.base import unwrap
 
 from .distributed import all_reduce, dist_ready
@@ -53,7 +54,7 @@ class StepRunner:
             with self.autocast():
                 out = self.model(images, tokens)
                 terms = loss_fn(out["image_features"], out["text_features"], out["logit_scale"],
-                                semantic_features=semantic)
+                                semantic_features=semantic, **logit_bias_of(out))
             self._backward(terms["loss"])
             terms = {k: v.detach() for k, v in terms.items()}
         else:
@@ -86,5 +87,6 @@ class StepRunner:
                 terms["grad_norm"] = nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
             self.optimizer.step()
         unwrap(self.model).clamp_logit_scale()  # open_clip: keep exp(logit_scale) within [1, 100]
-        values = {**terms, "logit_scale": out["logit_scale"].detach(), **out.get("diagnostics", {})}
+        values = {**terms, "logit_scale": out["logit_scale"].detach(), **logit_bias_of(out, detach=True),
+                  **out.get("diagnostics", {})}
         return StepResult(values={name: value.detach() for name, value in values.items()}, nonfinite=flag)

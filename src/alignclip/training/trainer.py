@@ -46,7 +46,7 @@ class Trainer:
         state = checked_resume_state(c, resume_from, self.main) if resume_from is not None else None  # fail early
         seed_everything(c.runtime.seed)
         self.model = build_model(c, resume_from).to(device)  # before the run folder: a bad init_from leaves none
-        self.loss_fn = create_loss(c)
+        self.loss_fn = create_loss(c, self.model)
         self.optimizer = build_optimizer(self.model, c.optim.lr, c.optim.weight_decay, c.optim.betas, c.optim.eps)
         self.dataset = dataset if dataset is not None else build_train_dataset(c, self.model.image_size, info)
         self.collate = create_collate(self.model)
