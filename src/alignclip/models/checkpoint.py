@@ -228,6 +228,12 @@ def import_state_dict(state: dict[str, torch.Tensor], config: ConfigSpec = None,
     else:
         if "text.transformer.resblocks.0.ln_1.weight" in state:  # open_clip's CustomTextCLIP layout
             state = {k[len("text."):] if k.startswith("text.") else k: v for k, v in state.items()}
+        from .timm_vit import from_timm_state, is_timm_state
+        if is_timm_state(state):  # a timm image tower (SigLIP): its shapes are the named tower's, not the file's
+            if config is None:
+                raise ValueError(f"{source}: an open_clip model with a timm image tower (SigLIP); name its open_clip "
+                                 "config with config= / --model-config, e.g. ViT-B-16-SigLIP2 or its JSON file")
+            return build_model(load_model_config(config), "clip", from_timm_state(state), source)
         _require(state, _OPEN_CLIP_KEYS, source, "open_clip ViT")
         for key in OPENAI_BUFFERS:  # OpenAI JIT-era buffers
             state.pop(key, None)

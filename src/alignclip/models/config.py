@@ -106,7 +106,9 @@ class ModelConfig:
                                      or not 0 <= t.eos_id < t.vocab_size):
             raise ValueError(f"{source}: text_cfg.pool_type 'eos' needs an eos_id in [0, vocab_size), "
                              f"got {t.eos_id!r}")
-        if v.image_size % v.patch_size:
+        # SigLIP's towers (no class token) drop a partial last row/column of patches, as timm and transformers do
+        # (so400m-patch14-384: 27 x 27 patches); CLIP's configs must tile the image exactly
+        if v.image_size < v.patch_size or (v.image_size % v.patch_size and v.class_token is True):
             raise ValueError(f"{source}: vision_cfg.image_size {v.image_size} is not a multiple of "
                              f"patch_size {v.patch_size}")
         for name, cfg in (("vision_cfg", v), ("text_cfg", t)):
