@@ -125,3 +125,27 @@ def test_checkpoint_keeps_its_vocabulary(folder: Path, tmp_path: Path) -> None:
     again = alignclip.load_checkpoint(tmp_path / "ours")
     assert (tmp_path / "ours" / "spiece.model").is_file()
     assert torch.equal(default_tokenizer(again)(TEXTS), default_tokenizer(model)(TEXTS))
+
+
+@pytest.mark.slow  # two evaluations of the synthetic benchmark
+def test_eval_reports_family_and_ignores_the_bias(folder: Path, tmp_path: Path) -> None:
+    """`alignclip eval` on a SigLIP folder: the report names the family; zero-shot and retrieval rank by cosine,
+    so moving the logit bias (and the scale) changes no score."""
+    import json
+    import shutil
+
+    moved = tmp_path / "moved"
+    shutil.copytree(folder, moved)
+    hf = transformers.SiglipModel.from_pretrained(folder)
+    with torch.no_grad():
+        hf.logit_bias.fill_(7.0)
+        hf.logit_scale.fill_(0.3)
+    hf.save_pretrained(moved)
+    scores = []
+    for source in (folder, moved):
+        out = tmp_path / f"eval_{source.name}"
+        assert cli(["eval", source, "--num-samples", 24, "--tasks", "zeroshot,retrieval,gap", "--out", out]) == 0
+        document = json.loads((out / "metrics.json").read_text())
+        assert document["family"] == "siglip" and "SigLIP family" in (out / "index.html").read_text()
+        scores.append({f"{r['dataset']}/{r['task']}": r["metrics"] for r in document["results"]})
+    assert scores[0] == scores[1] and any("zeroshot" in key for key in scores[0])

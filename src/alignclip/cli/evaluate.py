@@ -42,7 +42,8 @@ def model_info(checkpoint: str | Path, model: Any) -> dict[str, Any]:
     above a `checkpoints/step_N` folder, when there is one), the architecture and the model's size."""
     import yaml
 
-    info: dict[str, Any] = {"architecture": getattr(model, "architecture", None)}
+    info: dict[str, Any] = {"architecture": getattr(model, "architecture", None),
+                            "family": getattr(model, "family", None)}  # clip, sharedclip or siglip
     path = Path(checkpoint)
     for candidate in (path / "config.yaml", path.parent / "config.yaml", path.parent.parent / "config.yaml"):
         if candidate.is_file():
