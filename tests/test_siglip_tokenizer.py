@@ -149,3 +149,15 @@ def test_eval_reports_family_and_ignores_the_bias(folder: Path, tmp_path: Path) 
         assert document["family"] == "siglip" and "SigLIP family" in (out / "index.html").read_text()
         scores.append({f"{r['dataset']}/{r['task']}": r["metrics"] for r in document["results"]})
     assert scores[0] == scores[1] and any("zeroshot" in key for key in scores[0])
+
+
+def test_post_training_a_siglip_folder_uses_its_vocabulary(folder: Path, tmp_path: Path) -> None:
+    """Training batches are tokenized with the folder's SentencePiece ids (CLIP's BPE ids would not even fit its
+    64-piece vocabulary), and the trained checkpoint keeps the vocabulary beside its weights."""
+    from alignclip.training import train
+    from test_post_training import config
+
+    result = train(config(tmp_path, str(tmp_path / "cache"), "optim.steps=2", f"model.init_from={folder}"))
+    saved = alignclip.load_checkpoint(result.checkpoint)
+    assert (Path(result.checkpoint) / "spiece.model").is_file() and saved.family == "siglip"
+    assert torch.equal(default_tokenizer(saved)(TEXTS), default_tokenizer(alignclip.load_checkpoint(folder))(TEXTS))

@@ -65,10 +65,11 @@ def beta_at(config: TrainConfig, step: int) -> float | None:
 
 
 def create_collate(model: nn.Module) -> Any:
+    """Batches tokenized with the model's own vocabulary (a SigLIP folder's files), else alignclip's CLIP BPE."""
     from alignclip.data.collate import Collate
-    from alignclip.tokenizer import get_tokenizer
+    from alignclip.evaluation.features import default_tokenizer
 
-    return Collate(get_tokenizer(model.context_length), image_size=model.image_size)
+    return Collate(default_tokenizer(model), image_size=model.image_size)
 
 
 def total_steps_of(config: TrainConfig, epoch_batches: int | None) -> int:
