@@ -132,3 +132,29 @@ def test_ddp_posttrain_of_a_siglip_has_no_unused_parameter(micro_preset, tmp_pat
         assert two[-1]["logit_bias"] != -10.0
     config = json.loads((tmp_path / "ddp" / "checkpoints" / "step_000003" / "config.json").read_text())
     assert config["model"]["logit_bias"] is not None
+
+
+def test_evidence_script_imports_and_pairs_its_differences_by_seed(tmp_path) -> None:
+    """scripts/siglip_experiment.py (docs/siglip.md "Evidence"): its tables are the seeds' mean ± sd and the
+    per-seed paired differences, here on made-up metrics documents."""
+    import importlib.util
+    import statistics
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "siglip_experiment.py"
+    spec = importlib.util.spec_from_file_location("siglip_experiment", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    names = [*module.SCRATCH, *module.POST]
+    l2m = {(n, s): 0.1 * i + 0.01 * s * s for i, n in enumerate(names) for s in range(3)}
+    for (name, seed), v in l2m.items():
+        folder = tmp_path / f"{name}-s{seed}"
+        folder.mkdir()
+        results = [{"task": task, "metrics": {key: v for _, t, key in module.COLUMNS if t == task}}
+                   for task in ("modality_gap", "retrieval")]
+        (folder / "metrics.json").write_text(json.dumps({"results": results}))
+    table = module.tables(tmp_path, [0, 1, 2])
+    clip = [l2m["clip", s] for s in range(3)]
+    assert f"| clip | {statistics.mean(clip):.3f} ± {statistics.stdev(clip):.3f} |" in table
+    diffs = [l2m["siglip+imsep", s] - l2m["siglip+sigmoid", s] for s in range(3)]  # a constant: sd 0
+    assert f"| siglip+imsep − siglip+sigmoid | {statistics.mean(diffs):+.3f} ± 0.000 |" in table
