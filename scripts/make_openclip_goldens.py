@@ -24,7 +24,8 @@ records, for every timm ViT that a zoo config names and that alignclip can expre
 open_clip and timm import torchvision (transforms, FrozenBatchNorm2d) at module level; a CPU-only throw-away venv
 need not have it: when it is missing, `_stub_torchvision` installs an in-process stand-in whose every attribute is
 an inert class (none of it is used to build or run a ViT). Only the families named on the command line are rewritten
-(default: all), e.g. `python scripts/make_openclip_goldens.py siglip_b16 siglip2_so400m`.
+(default: all), e.g. `python scripts/make_openclip_goldens.py siglip_b16 siglip2_so400m`. `--check NAME ...`
+compares a full-size zoo model built by open_clip with alignclip's import of it (no files written).
 
 Each family keeps what distinguishes it in the zoo: QuickGELU, head widths 32 and 80/88/104/112, odd mlp_ratios,
 layer scale (ViT-M-16-alt), and -worldwide's text pooling at eos_id 2. Text towers have 2 heads of 16, the wide-head
@@ -255,7 +256,31 @@ def write_zoo() -> None:
     print(f"zoo: {len(configs)} configs, {len(towers)} timm towers -> {ZOO.relative_to(ROOT)}")
 
 
+def check_full_size(names: list[str]) -> None:
+    """`--check NAME ...`: a full-size zoo model (random weights, perturbed) built by open_clip + timm against
+    alignclip's import of its state dict, config from the committed snapshot (so the timm tower record is checked)."""
+    sys.path.insert(0, str(ROOT / "src"))
+    from alignclip.models.checkpoint import import_state_dict
+
+    torch.set_num_threads(1)
+    for name in names:
+        torch.manual_seed(0)
+        model = open_clip.create_model(name).eval()
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.02 * torch.randn_like(p))
+            size, length = model.visual.image_size[0], model.context_length
+            images, tokens = torch.randn(2, 3, size, size), torch.randint(0, 1000, (2, length))
+            ours = import_state_dict(model.state_dict(), config=name, source=name).eval()
+            image = (ours.encode_image(images) - model.encode_image(images, normalize=True)).abs().max().item()
+            text = (ours.encode_text(tokens) - model.encode_text(tokens, normalize=True)).abs().max().item()
+        print(f"{name}: max |difference| of normalised features: image {image:.1e}, text {text:.1e}")
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--check"]:
+        check_full_size(sys.argv[2:])
+        sys.exit(0)
     GOLDENS.mkdir(parents=True, exist_ok=True)
     register_golden_towers()
     write_zoo()

@@ -115,6 +115,10 @@ def hf_siglip_config(config: ModelConfig) -> Any:
                         "layer_norm_eps": c.layer_norm_eps}
     return SiglipConfig(
         text_config={**common(t), "vocab_size": t.vocab_size, "max_position_embeddings": t.context_length,
-                     "projection_size": config.embed_dim},
+                     "projection_size": config.embed_dim,
+                     # SiglipTextConfig's CLIP-vocabulary defaults (49406/49407) are not ids of every vocabulary;
+                     # the model never reads them (the folder's tokenizer has its own)
+                     **{key: None for key, default in (("bos_token_id", 49406), ("eos_token_id", 49407))
+                        if default >= t.vocab_size}},
         vision_config={**common(v), "image_size": v.image_size, "patch_size": v.patch_size, "num_channels": 3,
                        "vision_use_head": True})
