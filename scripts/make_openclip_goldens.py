@@ -175,9 +175,10 @@ def tower_entry(name: str, pool: str = "map") -> dict | None:
     exact = (trunk.cls_token is None and trunk.global_pool == "map" and trunk.num_reg_tokens == 0
              and not trunk.no_embed_class and not trunk.dynamic_img_size and pool_layer is not None
              and pool_layer.latent_len == 1 and pool_layer.pool == "token"
-             and all(isinstance(m, identity) for m in (trunk.norm_pre, trunk.fc_norm, trunk.head, trunk.patch_embed.norm,
-                                                       block.ls1, block.ls2, block.attn.q_norm, block.attn.k_norm,
-                                                       pool_layer.q_norm, pool_layer.k_norm, block.mlp.norm))
+             and all(isinstance(m, identity) for m in (trunk.norm_pre, trunk.fc_norm, trunk.head,
+                                                       trunk.patch_embed.norm, block.ls1, block.ls2, block.attn.q_norm,
+                                                       block.attn.k_norm, pool_layer.q_norm, pool_layer.k_norm,
+                                                       block.mlp.norm))
              and all(type(b) is Block for b in trunk.blocks) and trunk.patch_embed.proj.bias is not None
              and act in acts and type(pool_layer.mlp.act).__name__ == type(block.mlp.act).__name__)
     if not exact:

@@ -100,8 +100,9 @@ def unsupported_features(data: dict[str, Any], towers: dict[str, dict[str, Any]]
     return found
 
 
-_VISION_KEYS = {"image_size", "patch_size", "width", "layers", "mlp_ratio", "ls_init_value", "head_width", "norm_kwargs",
-                "pool_type", "pos_embed_type", "act_kwargs"} | _INERT | set(_VISION_FEATURES) | _TIMM_KEYS
+_VISION_KEYS = {"image_size", "patch_size", "width", "layers", "mlp_ratio", "ls_init_value", "head_width",
+                "norm_kwargs", "pool_type", "pos_embed_type", "act_kwargs"} | _INERT | set(_VISION_FEATURES) \
+    | _TIMM_KEYS
 _TEXT_KEYS = {"context_length", "vocab_size", "width", "heads", "layers", "mlp_ratio", "ls_init_value", "pool_type",
               "eos_id", "norm_kwargs", "proj_type", "proj_bias", "no_causal_mask", "act_kwargs"} | _INERT \
     | set(_TEXT_FEATURES)
