@@ -30,7 +30,8 @@ METHOD_ARCHITECTURE = {method: archs[0] for method, archs in METHOD_ARCHITECTURE
 RECIPES: dict[str, dict[str, Any]] = {
     # Post-training an already trained CLIP (model.init_from) with IMSep: a lower lr than from scratch so the learned
     # features are kept, a short warm-up, and full-strength separation from the start (the embeddings are already
-    # aligned: nothing for a beta ramp to wait for). README: "Close the gap of the CLIP you already have".
+    # aligned: nothing for a beta ramp to wait for). README: "Close the gap of the CLIP you already have". On a
+    # SigLIP (a model with a logit bias) loss.contrastive=auto keeps its sigmoid loss beside IMSep.
     "posttrain": {"method": "alignclip", "loss.weighting": "negatives", "loss.beta": 0.5,
                   "loss.separation_warmup_steps": 0, "optim.lr": 2e-4, "optim.warmup_steps": 10},
 }
