@@ -43,7 +43,7 @@ def from_timm_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             continue
         key = key[len(TRUNK):]
         if key == "pos_embed":
-            out["visual.positional_embedding"] = value.reshape(value.shape[-2], value.shape[-1])
+            out["visual.positional_embedding"] = value[0] if value.ndim == 3 and len(value) == 1 else value
         elif key.startswith("attn_pool.") and key.split(".")[1] in ("q", "kv"):
             pool[key] = value
         elif key.startswith("blocks."):
