@@ -1,5 +1,6 @@
 """Checkpoints: ours (safetensors + JSON config), and imports of open_clip / OpenAI / official AlignCLIP state dicts
-and Hugging Face CLIPModel folders (models/hf.py). Nothing is unpickled (`torch.load(weights_only=True)`).
+and Hugging Face CLIPModel / SiglipModel folders (models/hf.py, models/hf_siglip.py), and open_clip's SigLIP timm
+towers (models/timm_vit.py). Nothing is unpickled (`torch.load(weights_only=True)`).
 
 Every import is exact or refused: keys and shapes are checked against the config's planned shapes (a meta-device
 model, so no memory) before any real tensor is allocated, and what a file cannot fix (heads, activation) comes from
@@ -54,7 +55,7 @@ def save_checkpoint(model: ContrastiveModel, path: str | Path, metadata: dict[st
 def load_checkpoint(path: str | Path, config: ConfigSpec = None, device: str | torch.device = "cpu",
                     architecture: str | None = None) -> ContrastiveModel:
     """Our checkpoint (folder or `.safetensors` + `.json`), an open_clip / OpenAI / official AlignCLIP state dict
-    (`.pt`, `.pth`, `.bin`, `.safetensors`) or a Hugging Face CLIPModel folder -> our model.
+    (`.pt`, `.pth`, `.bin`, `.safetensors`) or a Hugging Face CLIPModel / SiglipModel folder -> our model.
 
     `config`: a preset, an open_clip model name, a JSON file (ours or open_clip's) or a ModelConfig; it fixes what
     a state dict cannot (heads, activation, text pooling) and must agree with the file's shapes."""
