@@ -32,6 +32,8 @@ examples:
   alignclip train --resume runs/my-run --steps 5000    # continue a run, training longer
   alignclip train --recipe posttrain --init-from runs/my-clip-run --steps 120   # close the gap of a trained CLIP
   alignclip train --recipe posttrain --init-from ViT-B-16.pt --init-config ViT-B-16 --data csv:pairs.csv
+  alignclip train --recipe posttrain --init-from runs/my-clip-run --data csv:train.csv --eval-data csv:val.csv \
+      --eval-every 50 --keep-best heldout/l2m          # watch the held-out gap, keep its best checkpoint
   torchrun --nproc_per_node 4 -m alignclip.cli.train --config cfg.yaml   # 4 GPUs (DDP); --batch-size is global
 
 config file (YAML; TOML works the same with [sections]):
@@ -53,7 +55,8 @@ FLAG_KEYS = {"method": "method", "preset": "model.preset", "data": "data.train",
              "epochs": "optim.epochs", "batch_size": "optim.batch_size", "lr": "optim.lr", "device": "runtime.device",
              "precision": "runtime.precision", "workers": "data.workers", "seed": "runtime.seed",
              "out": "logging.out", "name": "logging.name", "architecture": "model.architecture",
-             "init_from": "model.init_from", "init_config": "model.init_config"}
+             "init_from": "model.init_from", "init_config": "model.init_config", "eval_data": "eval.data",
+             "eval_every": "eval.every", "keep_best": "eval.keep_best"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -87,6 +90,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", metavar="latest|PATH",
                    help="continue from 'latest' (of --name, else the newest run under --out), a run folder, "
                         "or a checkpoint folder; the run's saved config is the starting point")
+    p.add_argument("--eval-data", metavar="SPEC",
+                   help="held-out data evaluated during the run (anything `alignclip eval --dataset` takes): gap, "
+                        "retrieval and zero-shot under heldout/... in metrics.jsonl and TensorBoard")
+    p.add_argument("--eval-every", type=int, metavar="N",
+                   help="optimizer steps between held-out evaluations (default: 0 = before and after training)")
+    p.add_argument("--keep-best", metavar="METRIC",
+                   help="keep the best checkpoint by this held-out metric as checkpoints/best, e.g. heldout/l2m")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
 
 

@@ -15,7 +15,9 @@ from typing import Any, Literal, Mapping, Sequence
 
 import yaml
 
-from .overrides import lookup, markdown_table, parse_override, plain, read_config_file, set_value, update, values
+from .heldout_config import EvalSection, eval_checks
+from .overrides import (lookup, markdown_table, parse_override, plain, read_config_file, set_value, setting, update,
+                        values)
 
 METHODS = ("clip", "sharedclip", "alignclip")
 MAX_SEED = 2**32 - 1  # seeds feed numpy (32 bit) and derived torch seeds (seed * 100_003 + epoch must fit 64 bits)
@@ -34,11 +36,6 @@ RECIPES: dict[str, dict[str, Any]] = {
     "posttrain": {"method": "alignclip", "loss.weighting": "negatives", "loss.beta": 0.5,
                   "loss.separation_warmup_steps": 0, "optim.lr": 2e-4, "optim.warmup_steps": 10},
 }
-
-
-def setting(default: Any, help: str) -> Any:
-    """A config field with its help text as metadata: reference_table() (the README table) reads it from here."""
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass
@@ -133,6 +130,7 @@ class TrainConfig:
     optim: OptimSection = field(default_factory=OptimSection)
     runtime: RuntimeSection = field(default_factory=RuntimeSection)
     logging: LoggingSection = field(default_factory=LoggingSection)
+    eval: EvalSection = field(default_factory=EvalSection)
     resume: str | None = setting(None, '"latest", a run directory or a checkpoint directory')
     resume_allow_changes: bool = setting(
         False, "let a resume change what is trained (method, model, data): see RESUME_FIXED")
@@ -184,6 +182,7 @@ class TrainConfig:
             (0 <= d.synthetic_seed <= MAX_SEED, "data.synthetic_seed", d.synthetic_seed, "must be in [0, 2**32 - 1]"),
             (r.dist_timeout_s > 0, "runtime.dist_timeout_s", r.dist_timeout_s, "must be > 0"),
         ]
+        checks += eval_checks(self.eval)
         for ok, key, value, why in checks:
             if not ok:
                 raise ValueError(f"bad value for '{key}': {value!r} ({why})")

@@ -22,6 +22,7 @@ from .distributed import (DistInfo, DistributedTimeout, all_reduce, barrier, cle
 from .factory import (beta_at, checked_resume_state, create_collate, create_loss, create_scaler, open_run_dir,
                       resolve_precision, seed_everything, total_steps_of, wrap_model)
 from .health import CollapseWatch, fitted_warmup, run_length_notes
+from .heldout import HeldoutGuard
 from .init_model import build_model
 from .metrics import MetricsLogger, MetricsWindow, append_bad_samples, discard_if_unused, format_postfix
 from .optim import CosineSchedule, build_optimizer
@@ -67,6 +68,7 @@ class Trainer:
                                  self.precision, device, c.optim.accum_freq, c.optim.grad_clip)
         self.window = MetricsWindow(device)
         self.collapse = CollapseWatch.for_run(c, self.warmup_steps)
+        self.heldout = HeldoutGuard.for_config(c, self.main)  # before the state: it holds the best so far
         self.semantic = CaptionFeatures.for_config(c, self.dataset, device, info, self.epoch, self.batch_in_epoch,
                                                    self.total_steps - self.step) if c.method == "alignclip" else None
         # The run folder comes last, once everything that can reject the settings has run: a failed start leaves none.
@@ -81,6 +83,8 @@ class Trainer:
             self.discard_failed_start()
             raise
         if state is not None:
+            if self.heldout is not None and state.get("heldout"):
+                self.heldout.load_state_dict(state["heldout"])
             set_rng_state(state["rng"])  # last: nothing above may draw from the restored generators
 
     def discard_failed_start(self) -> None:
@@ -96,7 +100,7 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
                 "scaler": self.scaler.state_dict() if self.scaler is not None else {},
                 "rng": rng_state(), "world_size": self.info.world_size, "batch_size": self.config.optim.batch_size,
-                "config": self.config.to_dict()}
+                "config": self.config.to_dict(), "heldout": self.heldout.state_dict() if self.heldout else {}}
 
     def _load_state(self, state: dict[str, Any]) -> None:
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
@@ -153,6 +157,8 @@ class Trainer:
         t0 = window_t0 = time.perf_counter()
         window_samples, stopped_by = 0, None
         try:
+            if self.heldout is not None and self.step == 0:
+                self._evaluate_heldout()  # the start point the end-of-run summary compares with
             with SignalCatcher() as signals:
                 while self.step < self.total_steps and stopped_by is None:
                     got_any, finished = False, True
@@ -174,6 +180,8 @@ class Trainer:
                             if self.step % c.logging.log_every == 0 or self.step == self.total_steps:
                                 self._log(bar, window_samples, time.perf_counter() - window_t0)
                                 window_samples, window_t0 = 0, time.perf_counter()
+                            if self.heldout is not None and self.heldout.due(self.step, self.total_steps):
+                                self._evaluate_heldout()
                             if c.logging.checkpoint_every and self.step % c.logging.checkpoint_every == 0:
                                 self._check_window_finite()
                                 self.save()
@@ -200,6 +208,8 @@ class Trainer:
             total_steps=self.total_steps, warmup_steps=self.warmup_steps, warnings=list(self.warnings))
         if self.main:
             tqdm.write("\n".join(summary_lines(result, start_step)))
+            if self.heldout is not None:
+                result.warnings += self.heldout.report(self.last_record, tqdm.write)
         return result
 
     def _sync(self, signal_name: str | None, batch: Batch) -> tuple[str | None, Batch]:
@@ -231,6 +241,8 @@ class Trainer:
         if not result.finite:
             self._stop_nonfinite(self.step, self.step)
         self.window.add(self.step, result.values, result.nonfinite)
+        if self.heldout is not None and self.step == 0:
+            self.heldout.note_first_step(result.values)
         self.step += 1
         self.samples += n_local * self.info.world_size
         return n_local * self.info.world_size
@@ -260,6 +272,12 @@ class Trainer:
         warning = self.collapse.update(record)
         if warning and self.main:
             self._warn(warning)
+
+    def _evaluate_heldout(self) -> None:
+        """training/heldout.py: rank 0 evaluates, logs heldout/... and keeps checkpoints/best; the others wait."""
+        self.heldout.evaluate(unwrap(self.runner.model), self.step, self.device, self.run_dir, self.logger.log)
+        barrier()
+
 
 def train(config: TrainConfig | Mapping[str, Any] | None = None,
           dataset: torch.utils.data.Dataset | None = None) -> TrainResult:
