@@ -57,6 +57,12 @@ def model_info(checkpoint: str | Path, model: Any) -> dict[str, Any]:
                 method = f"{method}, post-trained from {train['model']['init_from']}"
             info["method"] = method
             break
+    weights_config = path / "config.json"  # `alignclip interpolate` records its two models and alpha there
+    document = json.loads(weights_config.read_text()) if weights_config.is_file() else {}
+    mix = document.get("interpolation") if isinstance(document, dict) else None
+    if isinstance(mix, dict) and {"base", "tuned", "alpha"} <= set(mix):
+        info["interpolation"] = mix
+        info["method"] = f"WiSE-FT: {1 - mix['alpha']:g}·{mix['base']} + {mix['alpha']:g}·{mix['tuned']}"
     config = getattr(model, "config", None)
     if config is not None and hasattr(config, "vision_cfg"):
         v, t = config.vision_cfg, config.text_cfg
