@@ -27,6 +27,12 @@ def accuracy(results: Sequence[EvalResult]) -> tuple[float, str] | None:
     return (statistics.mean(recalls), RETRIEVAL) if recalls else None
 
 
+def model_name(path: str) -> str:
+    """'runs/keep-s0/checkpoints/step_000100' -> 'keep-s0' (the run), any other path -> its last part."""
+    p = Path(path)
+    return p.parent.parent.name if p.parent.name == "checkpoints" and p.parent.parent.name else p.name
+
+
 def tradeoff_lines(runs: Sequence[tuple[str, Sequence[EvalResult], Mapping[str, Any]]],
                    ) -> tuple[dict[str, list[tuple[float, float, float | None]]], str]:
     """(label -> [(l2m, accuracy, alpha or None)] in alpha order, the accuracy's name) from (label, results, run
@@ -38,7 +44,7 @@ def tradeoff_lines(runs: Sequence[tuple[str, Sequence[EvalResult], Mapping[str, 
         acc = accuracy(results)
         if gap is not None and acc is not None:
             alpha = info.get("interpolation/alpha")
-            group = f"WiSE-FT of {Path(str(info['interpolation/tuned'])).name}" if alpha is not None else label
+            group = f"WiSE-FT of {model_name(str(info['interpolation/tuned']))}" if alpha is not None else label
             scored.append((group, gap, acc, alpha))
     kind = ZEROSHOT if scored and all(acc[1] == ZEROSHOT for _, _, acc, _ in scored) else RETRIEVAL
     if kind == RETRIEVAL:
