@@ -32,6 +32,8 @@ examples:
   alignclip train --resume runs/my-run --steps 5000    # continue a run, training longer
   alignclip train --recipe posttrain --init-from runs/my-clip-run --steps 120   # close the gap of a trained CLIP
   alignclip train --recipe posttrain --init-from ViT-B-16.pt --init-config ViT-B-16 --data csv:pairs.csv
+  alignclip train --recipe posttrain-keep --init-from runs/my-clip-run     # IMSep + distillation from the start
+  alignclip train --recipe posttrain --init-from runs/my-clip-run --lora-rank 8   # LoRA adapters only
   alignclip train --recipe posttrain --init-from runs/my-clip-run --data csv:train.csv --eval-data csv:val.csv \
       --eval-every 50 --keep-best heldout/l2m          # watch the held-out gap, keep its best checkpoint
   torchrun --nproc_per_node 4 -m alignclip.cli.train --config cfg.yaml   # 4 GPUs (DDP); --batch-size is global
@@ -56,7 +58,8 @@ FLAG_KEYS = {"method": "method", "preset": "model.preset", "data": "data.train",
              "precision": "runtime.precision", "workers": "data.workers", "seed": "runtime.seed",
              "out": "logging.out", "name": "logging.name", "architecture": "model.architecture",
              "init_from": "model.init_from", "init_config": "model.init_config", "eval_data": "eval.data",
-             "eval_every": "eval.every", "keep_best": "eval.keep_best"}
+             "eval_every": "eval.every", "keep_best": "eval.keep_best", "lock_image": "adapt.lock_image",
+             "lock_text": "adapt.lock_text", "lora_rank": "adapt.lora_rank"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -74,7 +77,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init-config", metavar="CONFIG",
                    help="how to read --init-from: preset name, JSON model config, open_clip JSON or model name")
     p.add_argument("--recipe", choices=sorted(RECIPES),
-                   help="preset overrides below --config, flags and --set; posttrain: " + _recipe_text("posttrain"))
+                   help="preset overrides below --config, flags and --set; " + "; ".join(
+                       f"{name}: {_recipe_text(name)}" for name in RECIPES))
+    p.add_argument("--lock-image", action="store_true", default=None,
+                   help="freeze the image tower (open_clip's; --set adapt.lock_image_unlocked_groups=N trains its "
+                        "last N groups)")
+    p.add_argument("--lock-text", action="store_true", default=None,
+                   help="freeze the text tower (--set adapt.lock_text_unlocked_layers=N trains its last N groups)")
+    p.add_argument("--lora-rank", type=int, metavar="R",
+                   help="train LoRA adapters of rank R (peft) on the attention and MLP projections instead of the "
+                        "weights; checkpoints hold the merged weights")
     p.add_argument("--data", metavar="SPEC", help="training data: synthetic, csv:PATH, folder:DIR or wds:PATTERN")
     p.add_argument("--steps", type=int, help="optimizer steps to train (overrides --epochs)")
     p.add_argument("--epochs", type=int, help="epochs to train (default: 2)")

@@ -2,5 +2,8 @@
 from .accumulation import accumulated_backward
 from .alignclip_loss import AlignCLIPLoss
 from .clip_loss import ClipLoss
+from .composite import CompositeLoss
+from .distill import HyCDLoss
+from .rafa import RaFALoss
 
-__all__ = ["AlignCLIPLoss", "ClipLoss", "accumulated_backward"]
+__all__ = ["AlignCLIPLoss", "ClipLoss", "CompositeLoss", "HyCDLoss", "RaFALoss", "accumulated_backward"]

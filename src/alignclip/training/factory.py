@@ -33,14 +33,24 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def create_loss(config: TrainConfig) -> nn.Module:
-    from alignclip.losses import AlignCLIPLoss, ClipLoss
+def create_loss(config: TrainConfig, embed_dim: int | None = None, teacher: nn.Module | None = None) -> nn.Module:
+    """The method's contrastive loss, inside a CompositeLoss when HyCD or RaFA is on or when loss.alpha weights
+    ClipLoss (AlignCLIPLoss applies its alpha itself); `teacher`: training/teacher.py's, for HyCD."""
+    from alignclip.losses import AlignCLIPLoss, ClipLoss, CompositeLoss, HyCDLoss, RaFALoss
 
     ls = config.loss
     if config.method == "alignclip":
-        return AlignCLIPLoss(alpha=ls.alpha, beta=ls.beta, separate_text=ls.separate_text,
-                             separate_image=ls.separate_image, weighting=ls.weighting, local_loss=ls.local_loss)
-    return ClipLoss(local_loss=ls.local_loss)
+        base: nn.Module = AlignCLIPLoss(alpha=ls.alpha, beta=ls.beta, separate_text=ls.separate_text,
+                                        separate_image=ls.separate_image, weighting=ls.weighting,
+                                        local_loss=ls.local_loss)
+    else:
+        base = ClipLoss(local_loss=ls.local_loss)
+    weight = 1.0 if config.method == "alignclip" else ls.alpha
+    if ls.distill_weight == 0 and ls.rafa_weight == 0 and weight == 1.0:
+        return base
+    distill = HyCDLoss(ls.distill_alpha, ls.distill_temperature, ls.local_loss) if ls.distill_weight else None
+    return CompositeLoss(base, weight, distill=distill, distill_weight=ls.distill_weight, teacher=teacher,
+                         rafa=RaFALoss() if ls.rafa_weight else None, rafa_weight=ls.rafa_weight, embed_dim=embed_dim)
 
 
 def beta_at(config: TrainConfig, step: int) -> float | None:

@@ -11,9 +11,10 @@ import torch
 from tqdm.auto import tqdm
 
 from alignclip.data.collate import Batch
+from alignclip.models.adapt import adapter_state, parameter_line
 from alignclip.models.base import unwrap
 
-from .checkpoint import (latest_checkpoint, load_weights, nonfinite_weights, resolve_resume, rng_state,
+from .checkpoint import (latest_checkpoint, nonfinite_weights, resolve_resume, rng_state,
                          save_training_checkpoint, set_rng_state)
 from .config import TrainConfig, from_dict, save_config
 from .data import batches_per_epoch, build_train_dataset, check_skip_fraction, epoch_loader
@@ -23,7 +24,7 @@ from .factory import (beta_at, checked_resume_state, create_collate, create_loss
                       resolve_precision, seed_everything, total_steps_of, wrap_model)
 from .health import CollapseWatch, fitted_warmup, run_length_notes
 from .heldout import HeldoutGuard
-from .init_model import build_model
+from .init_model import build_run_model
 from .metrics import MetricsLogger, MetricsWindow, append_bad_samples, discard_if_unused, format_postfix
 from .optim import CosineSchedule, build_optimizer
 from .result import NonFiniteLossError, TrainResult, summary_lines
@@ -46,8 +47,9 @@ class Trainer:
         resume_from = resolve_resume(c.resume, c.logging.out, c.logging.name) if c.resume else None
         state = checked_resume_state(c, resume_from, self.main) if resume_from is not None else None  # fail early
         seed_everything(c.runtime.seed)
-        self.model = build_model(c, resume_from).to(device)  # before the run folder: a bad init_from leaves none
-        self.loss_fn = create_loss(c)
+        # Before the run folder: a bad init_from leaves none. The teacher: HyCD's frozen init_from, or None.
+        self.model, self.teacher = build_run_model(c, device, resume_from, state)
+        self.loss_fn = create_loss(c, self.model.embed_dim, self.teacher)
         self.optimizer = build_optimizer(self.model, c.optim.lr, c.optim.weight_decay, c.optim.betas, c.optim.eps)
         self.dataset = dataset if dataset is not None else build_train_dataset(c, self.model.image_size, info)
         self.collate = create_collate(self.model)
@@ -58,10 +60,6 @@ class Trainer:
                                        c.optim.schedule)
         self.scaler = create_scaler(self.precision)
         if state is not None:
-            load_weights(self.model, resume_from)  # type: ignore[arg-type]
-            if nonfinite_weights(self.model):  # written by a version that did not check
-                raise ValueError(f"cannot resume from {resume_from}: its weights are not finite (NaN/inf); resume "
-                                 "from an earlier checkpoint of the run")
             self._load_state(state)
             self.last_checkpoint = resume_from
         self.runner = StepRunner(wrap_model(self.model, c, info, device), self.loss_fn, self.optimizer, self.scaler,
@@ -100,7 +98,8 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
                 "scaler": self.scaler.state_dict() if self.scaler is not None else {},
                 "rng": rng_state(), "world_size": self.info.world_size, "batch_size": self.config.optim.batch_size,
-                "config": self.config.to_dict(), "heldout": self.heldout.state_dict() if self.heldout else {}}
+                "config": self.config.to_dict(), "heldout": self.heldout.state_dict() if self.heldout else {},
+                "adapter": adapter_state(self.model), "teacher_sha256": getattr(self.teacher, "sha256", None)}
 
     def _load_state(self, state: dict[str, Any]) -> None:
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
@@ -150,7 +149,7 @@ class Trainer:
         if self.main:
             where = f"resumed at step {self.step} from {self.last_checkpoint}" if self.step else "started"
             tqdm.write(f"run {self.run_dir}: {where}; {self.total_steps} steps of {c.optim.batch_size} samples on "
-                       f"{self.info.world_size} x {self.device.type} ({self.precision})")
+                       f"{self.info.world_size} x {self.device.type} ({self.precision}); {parameter_line(self.model)}")
             for line in run_length_notes(c.optim.warmup_steps, self.total_steps, c.optim.batch_size,
                                          from_scratch=c.model.init_from is None):
                 self._warn(line)
