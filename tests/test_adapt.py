@@ -73,6 +73,14 @@ def test_lora_targets_that_match_nothing_are_one_line_errors(targets: str, messa
     assert message in str(info.value) and "\n" not in str(info.value)
 
 
+def test_lora_dropout_needs_linear_targets() -> None:
+    with pytest.raises(ValueError, match="peft's LoRA on a raw weight .*in_proj_weight.* has no dropout"):
+        adapt_model(alignclip.create_model(MICRO, "clip"), AdaptSection(lora_rank=2, lora_dropout=0.1))
+    model = alignclip.create_model(MICRO, "clip")
+    adapt_model(model, AdaptSection(lora_rank=2, lora_dropout=0.1, lora_targets="mlp.c_fc,attn.out_proj"))
+    assert any("c_fc.lora_A" in n for n, _ in model.named_parameters())
+
+
 def test_locking_a_shared_model_is_refused_with_the_reason() -> None:
     with pytest.raises(ValueError) as info:
         adapt_model(alignclip.create_model(MICRO, "shared"), AdaptSection(lock_image=True))

@@ -97,6 +97,10 @@ def add_lora(model: ContrastiveModel, rank: int, alpha: float | None, dropout: f
     from peft import LoraConfig, inject_adapter_in_model
 
     target_modules, target_parameters = lora_targets(model, targets, skip)
+    if dropout and target_parameters:
+        raise ValueError(f"adapt.lora_dropout={dropout:g}: peft's LoRA on a raw weight ({target_parameters[0]}) "
+                         "has no dropout; set adapt.lora_dropout=0, or leave attn.in_proj_weight out of "
+                         "adapt.lora_targets")
     config = LoraConfig(r=rank, lora_alpha=alpha if alpha is not None else rank, lora_dropout=dropout,
                         target_modules=target_modules or None, target_parameters=target_parameters or None)
     inject_adapter_in_model(config, model)
