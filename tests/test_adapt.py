@@ -164,3 +164,24 @@ def test_a_changed_or_different_teacher_is_refused(tmp_path) -> None:
     assert "\n" not in message
     with pytest.raises(ValueError, match="distillation needs model.init_from"):
         load_config(overrides=["loss.distill_weight=1"])
+
+
+def test_cli_flags_and_recipes() -> None:
+    import argparse
+
+    from alignclip.cli import train as cli_train
+    parser = argparse.ArgumentParser()
+    cli_train.register(parser.add_subparsers())
+
+    def build(*argv: str):
+        return cli_train.build_config(parser.parse_args(["train", *argv]))
+    c = build("--recipe", "posttrain-keep", "--init-from", "x.pt", "--lora-rank", "4", "--lock-image")
+    assert (c.method, c.loss.weighting, c.loss.distill_weight) == ("alignclip", "negatives", 1.0)
+    assert (c.adapt.lora_rank, c.adapt.lock_image, c.adapt.lock_text) == (4, True, False)
+    c = build("--lock-text", "--lock-text-unlocked-layers", "2", "--lock-text-freeze-layer-norm",
+              "--lock-image", "--lock-image-unlocked-groups", "1", "--lock-image-freeze-norm")
+    a = c.adapt
+    assert (a.lock_text_unlocked_layers, a.lock_text_freeze_layer_norm) == (2, True)
+    assert (a.lock_image_unlocked_groups, a.lock_image_freeze_norm) == (1, True)
+    c = build("--recipe", "clip-refine", "--init-from", "x.pt")
+    assert (c.method, c.loss.alpha, c.loss.rafa_weight, c.loss.distill_temperature) == ("clip", 0.0, 1.0, 1.0)

@@ -59,7 +59,11 @@ FLAG_KEYS = {"method": "method", "preset": "model.preset", "data": "data.train",
              "out": "logging.out", "name": "logging.name", "architecture": "model.architecture",
              "init_from": "model.init_from", "init_config": "model.init_config", "eval_data": "eval.data",
              "eval_every": "eval.every", "keep_best": "eval.keep_best", "lock_image": "adapt.lock_image",
-             "lock_text": "adapt.lock_text", "lora_rank": "adapt.lora_rank"}
+             "lock_text": "adapt.lock_text", "lora_rank": "adapt.lora_rank",
+             "lock_image_unlocked_groups": "adapt.lock_image_unlocked_groups",
+             "lock_image_freeze_norm": "adapt.lock_image_freeze_norm",
+             "lock_text_unlocked_layers": "adapt.lock_text_unlocked_layers",
+             "lock_text_freeze_layer_norm": "adapt.lock_text_freeze_layer_norm"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -79,11 +83,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recipe", choices=sorted(RECIPES),
                    help="preset overrides below --config, flags and --set; " + "; ".join(
                        f"{name}: {_recipe_text(name)}" for name in RECIPES))
-    p.add_argument("--lock-image", action="store_true", default=None,
-                   help="freeze the image tower (open_clip's; --set adapt.lock_image_unlocked_groups=N trains its "
-                        "last N groups)")
-    p.add_argument("--lock-text", action="store_true", default=None,
-                   help="freeze the text tower (--set adapt.lock_text_unlocked_layers=N trains its last N groups)")
+    p.add_argument("--lock-image", action="store_true", default=None, help="freeze the image tower (open_clip's)")
+    p.add_argument("--lock-image-unlocked-groups", type=int, metavar="N",
+                   help="with --lock-image: train its last N groups (projection first, then ln_post + last block)")
+    p.add_argument("--lock-image-freeze-norm", action="store_true", default=None,
+                   help="with --lock-image: the unlocked groups' LayerNorms stay frozen (open_clip's "
+                        "--lock-image-freeze-bn-stats, for a ViT)")
+    p.add_argument("--lock-text", action="store_true", default=None, help="freeze the text tower (open_clip's)")
+    p.add_argument("--lock-text-unlocked-layers", type=int, metavar="N",
+                   help="with --lock-text: train its last N groups (projection first, then ln_final + last block)")
+    p.add_argument("--lock-text-freeze-layer-norm", action="store_true", default=None,
+                   help="with --lock-text: the unlocked groups' LayerNorms stay frozen")
     p.add_argument("--lora-rank", type=int, metavar="R",
                    help="train LoRA adapters of rank R (peft) on the attention and MLP projections instead of the "
                         "weights; checkpoints hold the merged weights")

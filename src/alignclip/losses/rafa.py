@@ -12,10 +12,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .distributed import world_info
+
 
 def draw_references(rows: int, dim: int, device: torch.device | str) -> torch.Tensor:
-    """One N(0, I) reference per pair, from torch's global generator (a resumed run redraws the same ones)."""
-    return torch.randn(rows, dim, device=device)
+    """One N(0, I) reference per pair of this rank's `rows`, from torch's global generator (checkpointed, so a
+    resumed run redraws the same ones). Every rank draws the whole global batch's (its generator is seeded alike)
+    and keeps its own slice: no two pairs of a step share a vector."""
+    rank, world = world_info()
+    return torch.randn(rows * world, dim, device=device)[rank * rows:(rank + 1) * rows]
 
 
 class RaFALoss(nn.Module):

@@ -27,7 +27,7 @@ class AdaptSection:
         False, "with lock_text: the LayerNorms of the unlocked groups stay frozen too")
     lora_rank: int = setting(0, "LoRA rank via peft (0: off): only the adapters and logit_scale train")
     lora_alpha: float | None = setting(None, "LoRA scaling alpha (the update is alpha / rank x B A); null: the rank")
-    lora_dropout: float = setting(0.0, "dropout on the LoRA input (Linear targets only: peft has none for a raw weight)")
+    lora_dropout: float = setting(0.0, "dropout on the LoRA input (Linear targets only: none for a raw weight)")
     lora_targets: str = setting(
         LORA_TARGETS, "comma-separated module or parameter names (name suffixes) that get adapters")
 
