@@ -185,3 +185,11 @@ def test_cli_flags_and_recipes() -> None:
     assert (a.lock_image_unlocked_groups, a.lock_image_freeze_norm) == (1, True)
     c = build("--recipe", "clip-refine", "--init-from", "x.pt")
     assert (c.method, c.loss.alpha, c.loss.rafa_weight, c.loss.distill_temperature) == ("clip", 0.0, 1.0, 1.0)
+
+
+def test_a_run_saved_before_the_adapt_section_still_resumes() -> None:
+    from alignclip.training.config import TrainConfig, changed_settings
+    saved = TrainConfig().to_dict()
+    del saved["adapt"]  # what an older version wrote
+    assert changed_settings(saved, TrainConfig()) == []
+    assert changed_settings(saved, load_config(overrides=["adapt.lora_rank=2"])) == ["adapt.lora_rank: 0 -> 2"]

@@ -210,13 +210,15 @@ def _floats(value: Any) -> list[float]:  # ints and bools are always finite; tup
 
 def changed_settings(saved: Mapping[str, Any], config: TrainConfig) -> list[str]:
     """'key: old -> new' for each RESUME_FIXED setting that differs between a checkpoint's saved config (a dict, as
-    TrainConfig.to_dict wrote it) and `config`; the architecture is compared as resolved from the method."""
-    new = config.to_dict()
+    TrainConfig.to_dict wrote it) and `config`; the architecture is compared as resolved from the method, and a
+    key that an older version did not write has its default."""
+    new, defaults = config.to_dict(), TrainConfig().to_dict()
     old_arch = lookup(saved, "model.architecture") or METHOD_ARCHITECTURE.get(saved.get("method"), None)
     changes = []
     for key in RESUME_FIXED:
+        before = lookup(saved, key)
         before, after = (old_arch, config.architecture) if key == "model.architecture" else \
-            (lookup(saved, key), lookup(new, key))
+            (lookup(defaults, key) if before is None else before, lookup(new, key))
         if before != after:
             changes.append(f"{key}: {before!r} -> {after!r}")
     return changes
