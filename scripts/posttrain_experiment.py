@@ -58,7 +58,7 @@ def regime_settings(regime: str, a: argparse.Namespace) -> dict[str, Any]:
         build_clipart(split)
     train = split / "train.tsv"
     if regime == "clipart-small":
-        train = small_split(split / "train.tsv", out / "clipart-train1500.tsv", 1500)
+        train = small_split(split / "train.tsv", split / "train1500.tsv", 1500)  # beside it: relative image paths
     return {"train": f"tsv:{train}", "eval": f"tsv:{split / 'heldout.tsv'}", "num_samples": None,
             "base_steps": a.base_steps, "post_steps": a.post_steps, "eval_samples": 10_000}
 

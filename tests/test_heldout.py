@@ -116,3 +116,14 @@ def test_keep_best_needs_a_known_metric_with_a_direction(metric, why):
     with pytest.raises(ValueError, match=why) as error:
         HeldoutGuard(config, main=True)
     assert "\n" not in str(error.value) and "--keep-best" in str(error.value)
+
+
+def test_data_that_is_all_unreadable_stops_instead_of_looping(micro_preset, tmp_path):
+    # Every image path is missing (relative paths from a CSV moved away from its images): no batch ever has two
+    # readable samples, so no step is taken and no log line judges the unreadable share; the skip check must run.
+    (tmp_path / "train.tsv").write_text("filepath\ttitle\n" + "".join(f"gone/{i}.png\ta red circle\n"
+                                                                     for i in range(300)))
+    config = settings(micro_preset, tmp_path, "unreadable", 4)
+    config["data"] = {"train": f"tsv:{tmp_path / 'train.tsv'}", "workers": 0}
+    with pytest.raises(ValueError, match=r"samples \(100.0%\) were unreadable, above data.max_skip_fraction"):
+        train(config)

@@ -231,6 +231,9 @@ class Trainer:
         if n_local < 2:  # every rank agrees on this (trimmed to the minimum)
             if self.main:
                 tqdm.write(f"warning: step {self.step}: fewer than 2 readable samples in the batch, skipped")
+            # no step means no log line: judge the unreadable share here, or data that is all unreadable loops
+            check_skip_fraction(*(int(v) for v in all_reduce([float(self.skipped), float(self.attempted)],
+                                                             self.device)), self.config.data.max_skip_fraction)
             return 0
         self.schedule.step(self.step)
         semantic = self.semantic(batch.captions) if self.semantic is not None else None
