@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 import alignclip
-from alignclip.losses import AlignCLIPLoss, ClipLoss, SigLipIMSepLoss, SigLipLoss
+from alignclip.losses import AlignCLIPLoss, ClipLoss, CompositeLoss, SigLipIMSepLoss, SigLipLoss
 from alignclip.training import load_config, train
 from alignclip.training.config import resolve_config
 from alignclip.training.factory import create_loss
@@ -42,7 +42,12 @@ def test_the_loss_a_run_builds(micro_preset: str) -> None:
              ("alignclip", "sigmoid", plain, SigLipIMSepLoss), ("sharedclip", "sigmoid", None, SigLipLoss)]
     for method, contrastive, model, expected in cases:
         config = load_config(overrides=[f"method={method}", f"loss.contrastive={contrastive}"])
-        assert type(create_loss(config, model)) is expected, (method, contrastive)
+        assert type(create_loss(config, model=model)) is expected, (method, contrastive)
+    # Beside distillation / RaFA / a weighted term, the sigmoid loss is the composite's base.
+    for method, base in (("clip", SigLipLoss), ("alignclip", SigLipIMSepLoss)):
+        config = load_config(overrides=[f"method={method}", "loss.contrastive=sigmoid", "loss.rafa_weight=1.0"])
+        composite = create_loss(config, embed_dim=32, model=siglip)
+        assert type(composite) is CompositeLoss and type(composite.base) is base
     with pytest.raises(ValueError, match="loss.contrastive"):
         load_config(overrides=["loss.contrastive=softmax"])
 

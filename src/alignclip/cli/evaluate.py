@@ -58,6 +58,12 @@ def model_info(checkpoint: str | Path, model: Any) -> dict[str, Any]:
                 method = f"{method}, post-trained from {train['model']['init_from']}"
             info["method"] = method
             break
+    weights_config = path / "config.json"  # `alignclip interpolate` records its two models and alpha there
+    document = json.loads(weights_config.read_text()) if weights_config.is_file() else {}
+    mix = document.get("interpolation") if isinstance(document, dict) else None
+    if isinstance(mix, dict) and {"base", "tuned", "alpha"} <= set(mix):
+        info["interpolation"] = mix
+        info["method"] = f"WiSE-FT: {1 - mix['alpha']:g}·{mix['base']} + {mix['alpha']:g}·{mix['tuned']}"
     config = getattr(model, "config", None)
     if config is not None and hasattr(config, "vision_cfg"):
         v, t = config.vision_cfg, config.text_cfg
@@ -94,6 +100,10 @@ def run_eval(args: argparse.Namespace) -> int:
         source = str(args.checkpoint)
     else:
         raise ValueError("give a CHECKPOINT or --open-clip MODEL_NAME")
+    if args.offsets:  # a training-free gap baseline (I0T centring, Liang's shift): evaluation/transform.py
+        from alignclip.evaluation.transform import OffsetModel, load_offsets
+
+        model = OffsetModel(model, *load_offsets(args.offsets)).to(device)
     results, image_features, text_features = evaluate_model(
         model, args.dataset, tasks, args.num_samples, args.sts_file, tokenizer, args.batch_size, device, args.seed,
         csv_keys=(args.csv_image_key, args.csv_caption_key))
@@ -102,6 +112,7 @@ def run_eval(args: argparse.Namespace) -> int:
         described = model_info(args.checkpoint, model) if args.checkpoint else {"architecture": "open_clip"}
         # num_samples: the held-out images actually evaluated (a folder may hold fewer than --num-samples)
         evaluated = {"num_samples": int(image_features.shape[0])} if image_features is not None else {}
+        described.update({"offsets": str(args.offsets)} if args.offsets else {})
         metrics = {"model": source, **described, "dataset": args.dataset, **evaluated,
                    "max_samples": args.num_samples, "seed": args.seed, "results": results}
         if text_features is None:  # no paired texts (e.g. --tasks zeroshot): metrics and page, no pair figures
@@ -215,6 +226,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--projection", default="pca", choices=["pca", "tsne", "umap"], help="2-D projection for the plot")
     p.add_argument("--open-clip", default=None, metavar="MODEL_NAME", help="evaluate an open_clip model (optional dep)")
+    p.add_argument("--offsets", default=None, metavar="FILE.npz",
+                   help="move image/text embeddings by these offsets and re-normalise (training-free baselines: "
+                        "evaluation/transform.py writes them from training-set means)")
     p.add_argument("--weights", default=None, help="weights file for --open-clip")
     p.add_argument("--model-config", default=None, metavar="CONFIG",
                    help="what the checkpoint file does not record (heads, activation): a preset, an open_clip "

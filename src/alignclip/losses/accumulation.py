@@ -25,12 +25,14 @@ def _forward(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, Any]
 def accumulated_backward(model: nn.Module, loss_fn: nn.Module, micro_batches: Sequence[dict[str, torch.Tensor]],
                          backward: Callable[[torch.Tensor], None] | None = None,
                          autocast: Callable[[], ContextManager] = contextlib.nullcontext,
+                         outputs: Sequence[str] = (),
                          ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Backpropagate the loss of the concatenated micro-batches; returns (detached loss terms, the last model output
     with its diagnostics recomputed over the whole batch).
 
     `model` may be DDP-wrapped: gradient sync is skipped on all but the last pass. `backward` replaces
-    `loss.backward()` (e.g. a GradScaler's scale), `autocast` wraps the forward passes.
+    `loss.backward()` (e.g. a GradScaler's scale), `autocast` wraps the forward passes. `outputs`: further
+    per-row model outputs the loss takes by name (spliced like the features, e.g. unnormalised projections).
     """
     if not micro_batches:
         raise ValueError("accumulated_backward needs at least one micro-batch")
@@ -39,6 +41,7 @@ def accumulated_backward(model: nn.Module, loss_fn: nn.Module, micro_batches: Se
         cached = [_forward(model, mb) for mb in micro_batches]
     images = [out["image_features"] for out in cached]
     texts = [out["text_features"] for out in cached]
+    extras = {key: [out[key] for out in cached] for key in outputs}
     semantic = None
     if micro_batches[0].get("semantic_features") is not None:
         semantic = torch.cat([mb["semantic_features"] for mb in micro_batches])
@@ -53,7 +56,8 @@ def accumulated_backward(model: nn.Module, loss_fn: nn.Module, micro_batches: Se
                 all_texts = torch.cat(texts[:j] + [out["text_features"]] + texts[j + 1:])
                 # The temperature is shared by all passes: let only the last carry its gradient, so it counts once.
                 logit_scale = out["logit_scale"] if j == last else out["logit_scale"].detach()
-                terms = loss_fn(all_images, all_texts, logit_scale, semantic_features=semantic,
+                spliced = {key: torch.cat(rows[:j] + [out[key]] + rows[j + 1:]) for key, rows in extras.items()}
+                terms = loss_fn(all_images, all_texts, logit_scale, semantic_features=semantic, **spliced,
                                 **logit_bias_of(out, detach=j != last))
             backward(terms["loss"])
     # Diagnostics of the whole accumulated batch, not of the last micro-batch alone.

@@ -31,6 +31,8 @@ class CLIPOutput(TypedDict):
     logit_scale: torch.Tensor  # scalar, exp()'d and clamped to <= 100
     logit_bias: torch.Tensor | None  # scalar added to every logit (SigLIP); None for models without one
     diagnostics: Diagnostics  # detached in-batch gap measures
+    image_unnormalized: torch.Tensor  # [N, D], the projections before normalisation (RaFA's input)
+    text_unnormalized: torch.Tensor
 
 
 class ContrastiveModel(nn.Module):
@@ -71,12 +73,14 @@ class ContrastiveModel(nn.Module):
         return F.normalize(features, dim=-1) if normalize else features
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> CLIPOutput:
-        image_features = self.encode_image(images)
-        text_features = self.encode_text(tokens)
+        image_unnormalized, text_unnormalized = self._encode_image(images), self._encode_text(tokens)
+        image_features = F.normalize(image_unnormalized, dim=-1)
+        text_features = F.normalize(text_unnormalized, dim=-1)
         return CLIPOutput(image_features=image_features, text_features=text_features,
                           logit_scale=self.logit_scale.exp().clamp(max=LOGIT_SCALE_MAX),
                           logit_bias=self.logit_bias,
-                          diagnostics=batch_gap_diagnostics(image_features, text_features))
+                          diagnostics=batch_gap_diagnostics(image_features, text_features),
+                          image_unnormalized=image_unnormalized, text_unnormalized=text_unnormalized)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         for module in self.modules():

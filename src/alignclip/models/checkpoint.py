@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from alignclip.fileio import atomic_write
 
+from .adapt import plain_state_dict
 from .base import ContrastiveModel, unwrap
 from .config import ARCHITECTURES, ModelConfig, list_presets, load_model_config, mlp_ratio_of
 from .factory import planned_shapes
@@ -42,7 +43,7 @@ def save_checkpoint(model: ContrastiveModel, path: str | Path, metadata: dict[st
     model = unwrap(model)  # DDP / torch.compile
     weights, config = _paths(path)
     weights.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in plain_state_dict(model).items()}  # LoRA merged
     atomic_write(weights, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
     document = {"architecture": model.architecture, "model": model.config.to_dict(), **(metadata or {})}
     atomic_write(config, lambda tmp: tmp.write_text(json.dumps(document, indent=2) + "\n"))

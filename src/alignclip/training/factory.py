@@ -41,16 +41,28 @@ def contrastive_of(config: TrainConfig, model: nn.Module | None = None) -> str:
     return "sigmoid" if getattr(model, "logit_bias", None) is not None else "infonce"
 
 
-def create_loss(config: TrainConfig, model: nn.Module | None = None) -> nn.Module:
-    from alignclip.losses import AlignCLIPLoss, ClipLoss, SigLipIMSepLoss, SigLipLoss
+def create_loss(config: TrainConfig, embed_dim: int | None = None, teacher: nn.Module | None = None,
+                model: nn.Module | None = None) -> nn.Module:
+    """The method's contrastive loss (InfoNCE or sigmoid, `model` resolving loss.contrastive=auto), inside a
+    CompositeLoss when HyCD or RaFA is on or when loss.alpha weights ClipLoss / SigLipLoss (AlignCLIPLoss and
+    SigLipIMSepLoss apply their alpha themselves); `teacher`: training/teacher.py's, for HyCD."""
+    from alignclip.losses import (AlignCLIPLoss, ClipLoss, CompositeLoss, HyCDLoss, RaFALoss, SigLipIMSepLoss,
+                                  SigLipLoss)
 
     ls = config.loss
     sigmoid = contrastive_of(config, model) == "sigmoid"
     if config.method == "alignclip":
         imsep = AlignCLIPLoss(alpha=0.0 if sigmoid else ls.alpha, beta=ls.beta, separate_text=ls.separate_text,
                               separate_image=ls.separate_image, weighting=ls.weighting, local_loss=ls.local_loss)
-        return SigLipIMSepLoss(imsep, alpha=ls.alpha, local_loss=ls.local_loss) if sigmoid else imsep
-    return SigLipLoss(local_loss=ls.local_loss) if sigmoid else ClipLoss(local_loss=ls.local_loss)
+        base: nn.Module = SigLipIMSepLoss(imsep, alpha=ls.alpha, local_loss=ls.local_loss) if sigmoid else imsep
+    else:
+        base = SigLipLoss(local_loss=ls.local_loss) if sigmoid else ClipLoss(local_loss=ls.local_loss)
+    weight = 1.0 if config.method == "alignclip" else ls.alpha
+    if ls.distill_weight == 0 and ls.rafa_weight == 0 and weight == 1.0:
+        return base
+    distill = HyCDLoss(ls.distill_alpha, ls.distill_temperature, ls.local_loss) if ls.distill_weight else None
+    return CompositeLoss(base, weight, distill=distill, distill_weight=ls.distill_weight, teacher=teacher,
+                         rafa=RaFALoss() if ls.rafa_weight else None, rafa_weight=ls.rafa_weight, embed_dim=embed_dim)
 
 
 def beta_at(config: TrainConfig, step: int) -> float | None:

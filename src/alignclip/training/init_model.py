@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
+
+import torch
 
 import torch
 from torch import nn
@@ -67,3 +70,25 @@ def build_model(config: TrainConfig, resume_from: Path | None = None) -> Contras
                          f"{arch!r} model (leave model.architecture unset: the checkpoint fixes it)")
     check_architecture(config.method, arch, f"model.init_from {m.init_from} holds architecture")
     return model
+
+
+def build_run_model(config: TrainConfig, device: torch.device, resume_from: Path | None = None,
+                    state: dict[str, Any] | None = None) -> tuple[ContrastiveModel, ContrastiveModel | None]:
+    """(the model to train, on `device`, with the resumed weights, locks and LoRA adapters in place; the HyCD
+    teacher or None). Adapters go in after the resumed weights are loaded (the checkpoint holds plain merged
+    weights) and before the optimizer sees the parameters; their exact unmerged tensors come from `state`."""
+    from alignclip.models.adapt import adapt_model, load_adapter_state
+
+    from .checkpoint import load_weights, nonfinite_weights
+    from .teacher import create_teacher
+
+    model = build_model(config, resume_from)
+    if resume_from is not None:
+        load_weights(model, resume_from)
+        if nonfinite_weights(model):  # written by a version that did not check
+            raise ValueError(f"cannot resume from {resume_from}: its weights are not finite (NaN/inf); resume "
+                             "from an earlier checkpoint of the run")
+    adapt_model(model, config.adapt)
+    if state is not None and state.get("adapter"):
+        load_adapter_state(model, state["adapter"], str(resume_from))
+    return model.to(device), create_teacher(config, model, device, state)
