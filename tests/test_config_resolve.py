@@ -112,8 +112,15 @@ def test_override_engine_is_generic_over_dataclasses() -> None:
 def test_every_key_has_help_and_the_table_reads_it() -> None:
     leaves = walk(TrainConfig)
     assert [key for key, f in leaves if not f.metadata.get("help")] == []
-    rows = reference_table().splitlines()[2:]
+    fields, recipes = reference_table().split("\n\n")
+    rows = fields.splitlines()[2:]
     assert len(rows) == len(leaves)
+    # every recipe's settings, each one a real key
+    assert [line.split("`")[1] for line in recipes.splitlines()[2:]] == list(RECIPES)
+    for line in recipes.splitlines()[2:]:
+        for setting in line.split("|")[2].split(", "):
+            key, _, value = setting.strip(" `").partition("=")
+            assert key in dict(leaves) and str(RECIPES[line.split("`")[1]][key]) == value
     lr = dict(walk(TrainConfig))["optim.lr"]
     assert f"| `optim.lr` | `0.0005` | {lr.metadata['help']} |" in rows
     assert dataclasses.fields(TrainConfig)[0].metadata["help"] == "clip | sharedclip | alignclip"

@@ -79,7 +79,7 @@ def test_hf_refusals(tmp_path) -> None:
         alignclip.load_checkpoint(tmp_path / "hf", config="tiny")
     document = json.loads((tmp_path / "hf" / "config.json").read_text())
     (tmp_path / "hf" / "config.json").write_text(json.dumps({**document, "model_type": "bert"}))
-    with pytest.raises(ValueError, match="a Hugging Face 'bert' model; alignclip imports CLIPModel folders"):
+    with pytest.raises(ValueError, match="a Hugging Face 'bert' model; alignclip imports CLIPModel and SiglipModel"):
         alignclip.load_checkpoint(tmp_path / "hf")
     mixed = _hf_model()
     mixed.config.vision_config.hidden_act = "gelu"

@@ -49,7 +49,8 @@ def model_info(checkpoint: str | Path, model: Any) -> dict[str, Any]:
 
     from alignclip.rundir import RunDir
 
-    info: dict[str, Any] = {"architecture": getattr(model, "architecture", None)}
+    info: dict[str, Any] = {"architecture": getattr(model, "architecture", None),
+                            "family": getattr(model, "family", None)}  # clip, sharedclip or siglip
     run = RunDir.of_checkpoint(checkpoint)
     if run is not None and run.config_path.is_file():
         try:
@@ -62,6 +63,13 @@ def model_info(checkpoint: str | Path, model: Any) -> dict[str, Any]:
         if method and (train.get("model") or {}).get("init_from"):
             method = f"{method}, post-trained from {train['model']['init_from']}"
         info["method"] = method
+    path = Path(checkpoint)
+    weights_config = path / "config.json"  # `alignclip interpolate` records its two models and alpha there
+    document = json.loads(weights_config.read_text()) if weights_config.is_file() else {}
+    mix = document.get("interpolation") if isinstance(document, dict) else None
+    if isinstance(mix, dict) and {"base", "tuned", "alpha"} <= set(mix):
+        info["interpolation"] = mix
+        info["method"] = f"WiSE-FT: {1 - mix['alpha']:g}·{mix['base']} + {mix['alpha']:g}·{mix['tuned']}"
     config = getattr(model, "config", None)
     if config is not None and hasattr(config, "vision_cfg"):
         v, t = config.vision_cfg, config.text_cfg
@@ -92,11 +100,18 @@ def run_eval(args: argparse.Namespace) -> int:
         import alignclip
         from alignclip.rundir import resolve_checkpoint
 
+        from alignclip.evaluation.features import default_tokenizer
+
         args.checkpoint = resolve_checkpoint(args.checkpoint)
         model = alignclip.load_checkpoint(args.checkpoint, config=args.model_config, device=device)
+        tokenizer = default_tokenizer(model)  # a SigLIP folder's own vocabulary; checked before any image is read
         source = str(args.checkpoint)
     else:
         raise ValueError("give a CHECKPOINT or --open-clip MODEL_NAME")
+    if args.offsets:  # a training-free gap baseline (I0T centring, Liang's shift): evaluation/transform.py
+        from alignclip.evaluation.transform import OffsetModel, load_offsets
+
+        model = OffsetModel(model, *load_offsets(args.offsets)).to(device)
     results, image_features, text_features = evaluate_model(
         model, args.dataset, tasks, args.num_samples, args.sts_file, tokenizer, args.batch_size, device, args.seed,
         csv_keys=(args.csv_image_key, args.csv_caption_key))
@@ -105,6 +120,7 @@ def run_eval(args: argparse.Namespace) -> int:
         described = model_info(args.checkpoint, model) if args.checkpoint else {"architecture": "open_clip"}
         # num_samples: the held-out images actually evaluated (a folder may hold fewer than --num-samples)
         evaluated = {"num_samples": int(image_features.shape[0])} if image_features is not None else {}
+        described.update({"offsets": str(args.offsets)} if args.offsets else {})
         metrics = {"model": source, **described, "dataset": args.dataset, **evaluated,
                    "max_samples": args.num_samples, "seed": args.seed, "results": results}
         if text_features is None:  # no paired texts (e.g. --tasks zeroshot): metrics and page, no pair figures
@@ -123,7 +139,7 @@ def run_embed(args: argparse.Namespace) -> int:
     import numpy as np
 
     import alignclip
-    from alignclip.evaluation.features import resolve_device
+    from alignclip.evaluation.features import default_tokenizer, resolve_device
     from alignclip.evaluation.pairs import embed_pairs, is_pair_dataset
     from alignclip.rundir import resolve_checkpoint
 
@@ -133,7 +149,7 @@ def run_embed(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     args.checkpoint = resolve_checkpoint(args.checkpoint)
     model = alignclip.load_checkpoint(args.checkpoint, config=args.model_config, device=device)
-    pairs = embed_pairs(model, args.dataset, args.num_samples, None, args.batch_size, device,
+    pairs = embed_pairs(model, args.dataset, args.num_samples, default_tokenizer(model), args.batch_size, device,
                         args.csv_image_key, args.csv_caption_key)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -221,6 +237,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--projection", default="pca", choices=["pca", "tsne", "umap"], help="2-D projection for the plot")
     p.add_argument("--open-clip", default=None, metavar="MODEL_NAME", help="evaluate an open_clip model (optional dep)")
+    p.add_argument("--offsets", default=None, metavar="FILE.npz",
+                   help="move image/text embeddings by these offsets and re-normalise (training-free baselines: "
+                        "evaluation/transform.py writes them from training-set means)")
     p.add_argument("--weights", default=None, help="weights file for --open-clip")
     p.add_argument("--model-config", default=None, metavar="CONFIG",
                    help="what the checkpoint file does not record (heads, activation): a preset, an open_clip "

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "export a checkpoint to open_clip (.pt + model-config .json) or Hugging Face CLIPModel (folder)"
+HELP = "export a checkpoint to open_clip (.pt + model-config .json) or Hugging Face CLIPModel / SiglipModel (folder)"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -22,7 +22,8 @@ def run(args: argparse.Namespace) -> int:
         from alignclip.models.hf import export_hf
 
         out = export_hf(model, args.out)
-        print(f"wrote {out} (transformers.CLIPModel.from_pretrained('{out}'))")
+        kind = "SiglipModel" if model.family == "siglip" else "CLIPModel"
+        print(f"wrote {out} (transformers.{kind}.from_pretrained('{out}'))")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""The `alignclip` command: each area registers its own subcommands (train, data, eval, gap, compare, demo)."""
+"""The `alignclip` command: each area registers its own subcommands (train, data, eval, gap, compare, demo,
+interpolate)."""
 from __future__ import annotations
 
 import argparse
@@ -12,7 +13,7 @@ import alignclip
 # imports only cli/train.py (not the demo's torch). A command missing here still works: the parser then registers
 # every module.
 COMMAND_MODULE = {"demo": "demo", "train": "train", "data": "data", "eval": "evaluate", "embed": "evaluate",
-                  "gap": "evaluate", "compare": "evaluate", "export": "export"}
+                  "gap": "evaluate", "compare": "evaluate", "export": "export", "interpolate": "interpolate"}
 COMMAND_MODULES = tuple(dict.fromkeys(COMMAND_MODULE.values()))  # each module once, in the order above
 
 

@@ -23,6 +23,7 @@ methods:
 examples:
   alignclip train                                      # tiny AlignCLIP on synthetic data, CPU, a few minutes
   alignclip train --method clip --steps 500            # the CLIP baseline, same data
+  alignclip train --method clip --loss sigmoid         # a SigLIP: the sigmoid loss with a learned logit bias
   alignclip train --set loss.separation_warmup_steps=0     # the paper's constant IMSep weight (no ramp)
   alignclip train --preset small --batch-size 256 --set optim.lr=1e-3 --set loss.beta=0.25
   alignclip train --data csv:data/train.csv --set data.csv_image_key=filepath --set data.csv_caption_key=title
@@ -32,6 +33,11 @@ examples:
   alignclip train --resume runs/my-run --steps 5000    # continue a run, training longer
   alignclip train --recipe posttrain --init-from runs/my-clip-run --steps 120   # close the gap of a trained CLIP
   alignclip train --recipe posttrain --init-from ViT-B-16.pt --init-config ViT-B-16 --data csv:pairs.csv
+  alignclip train --recipe posttrain-keep --init-from runs/my-clip-run     # IMSep + distillation from the start
+  alignclip train --recipe posttrain --init-from runs/my-clip-run --lora-rank 8   # LoRA adapters only
+  alignclip train --recipe posttrain --init-from runs/my-clip-run --data csv:train.csv --eval-data csv:val.csv \
+      --eval-every 50 --keep-best heldout/l2m          # watch the held-out gap, keep its best checkpoint
+  alignclip train --recipe posttrain --init-from runs/my-siglip-run   # a SigLIP: sigmoid loss + IMSep (auto)
   torchrun --nproc_per_node 4 -m alignclip.cli.train --config cfg.yaml   # 4 GPUs (DDP); --batch-size is global
 
 config file (YAML; TOML works the same with [sections]):
@@ -53,7 +59,14 @@ FLAG_KEYS = {"method": "method", "preset": "model.preset", "data": "data.train",
              "epochs": "optim.epochs", "batch_size": "optim.batch_size", "lr": "optim.lr", "device": "runtime.device",
              "precision": "runtime.precision", "workers": "data.workers", "seed": "runtime.seed",
              "out": "logging.out", "name": "logging.name", "architecture": "model.architecture",
-             "init_from": "model.init_from", "init_config": "model.init_config"}
+             "init_from": "model.init_from", "init_config": "model.init_config", "loss": "loss.contrastive",
+             "eval_data": "eval.data",
+             "eval_every": "eval.every", "keep_best": "eval.keep_best", "lock_image": "adapt.lock_image",
+             "lock_text": "adapt.lock_text", "lora_rank": "adapt.lora_rank",
+             "lock_image_unlocked_groups": "adapt.lock_image_unlocked_groups",
+             "lock_image_freeze_norm": "adapt.lock_image_freeze_norm",
+             "lock_text_unlocked_layers": "adapt.lock_text_unlocked_layers",
+             "lock_text_freeze_layer_norm": "adapt.lock_text_freeze_layer_norm"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -63,6 +76,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="override one config key, e.g. --set optim.lr=1e-3 (repeatable)")
     p.add_argument("--method", choices=METHODS, help="what to train (default: alignclip)")
     p.add_argument("--preset", help="model preset (tiny, small, ViT-B-16, ...) or a JSON model config path")
+    p.add_argument("--loss", choices=["auto", "infonce", "sigmoid"],
+                   help="image-text loss: infonce (CLIP), sigmoid (SigLIP; a fresh model gets its logit bias -10 "
+                        "and temperature 10); default auto: sigmoid for a model with a logit bias, else infonce")
     p.add_argument("--architecture", choices=["clip", "shared"],
                    help="two towers (clip) or one shared transformer; default: the method's (alignclip: shared)")
     p.add_argument("--init-from", metavar="PATH",
@@ -71,7 +87,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init-config", metavar="CONFIG",
                    help="how to read --init-from: preset name, JSON model config, open_clip JSON or model name")
     p.add_argument("--recipe", choices=sorted(RECIPES),
-                   help="preset overrides below --config, flags and --set; posttrain: " + _recipe_text("posttrain"))
+                   help="preset overrides below --config, flags and --set; " + "; ".join(
+                       f"{name}: {_recipe_text(name)}" for name in RECIPES))
+    p.add_argument("--lock-image", action="store_true", default=None, help="freeze the image tower (open_clip's)")
+    p.add_argument("--lock-image-unlocked-groups", type=int, metavar="N",
+                   help="with --lock-image: train its last N groups (projection first, then ln_post + last block)")
+    p.add_argument("--lock-image-freeze-norm", action="store_true", default=None,
+                   help="with --lock-image: the unlocked groups' LayerNorms stay frozen (open_clip's "
+                        "--lock-image-freeze-bn-stats, for a ViT)")
+    p.add_argument("--lock-text", action="store_true", default=None, help="freeze the text tower (open_clip's)")
+    p.add_argument("--lock-text-unlocked-layers", type=int, metavar="N",
+                   help="with --lock-text: train its last N groups (projection first, then ln_final + last block)")
+    p.add_argument("--lock-text-freeze-layer-norm", action="store_true", default=None,
+                   help="with --lock-text: the unlocked groups' LayerNorms stay frozen")
+    p.add_argument("--lora-rank", type=int, metavar="R",
+                   help="train LoRA adapters of rank R (peft) on the attention and MLP projections instead of the "
+                        "weights; checkpoints hold the merged weights")
     p.add_argument("--data", metavar="SPEC", help="training data: synthetic, csv:PATH, tsv:PATH, captions:DIR (image + "
                                                       "same-name .txt) or wds:PATTERN (local, pipe:, http(s))")
     p.add_argument("--steps", type=int, help="optimizer steps to train (overrides --epochs)")
@@ -88,6 +119,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", metavar="latest|PATH",
                    help="continue from 'latest' (of --name, else the newest run under --out), a run folder, "
                         "or a checkpoint folder; the run's saved config is the starting point")
+    p.add_argument("--eval-data", metavar="SPEC",
+                   help="held-out data evaluated during the run (anything `alignclip eval --dataset` takes): gap, "
+                        "retrieval and zero-shot under heldout/... in metrics.jsonl and TensorBoard")
+    p.add_argument("--eval-every", type=int, metavar="N",
+                   help="optimizer steps between held-out evaluations (default: 0 = before and after training)")
+    p.add_argument("--keep-best", metavar="METRIC",
+                   help="keep the best checkpoint by this held-out metric as checkpoints/best, e.g. heldout/l2m")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
 
 

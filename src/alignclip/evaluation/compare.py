@@ -20,6 +20,7 @@ from alignclip.evaluation.pages import figure_grid, figure_html, html_page, html
 from alignclip.evaluation.report import (FIGURES, POINTS, RUN_KEYS, flatten_metrics, format_value, metric_cell,
                                          shown_keys, split_document, task_groups)
 from alignclip.evaluation.result import STD_SUFFIX, EvalResult, best_beyond_noise, better, metric_label, with_direction
+from alignclip.evaluation.tradeoff import tradeoff_figure
 
 
 def _find_metrics(run: Path) -> Path:
@@ -81,7 +82,8 @@ def _comparison_tables(labels: list[str], runs: list[list[EvalResult]]) -> list[
 
 def write_comparison(runs: Sequence[str | Path], out_dir: str | Path) -> dict[str, Path]:
     """comparison.md + comparison.csv (a row per metric, a column per run) and index.html (a table per task with
-    the best run marked, every run's projection on shared axes, the other figures side by side)."""
+    the best run marked, every run's projection on shared axes, the gap/accuracy trade-off (tradeoff.py), the
+    other figures side by side)."""
     from alignclip.evaluation import plots
 
     if not runs:
@@ -138,6 +140,8 @@ def write_comparison(runs: Sequence[str | Path], out_dir: str | Path) -> dict[st
             continue
         figures += [figure_html(Path(os.path.relpath(path.parent / name, out)).as_posix(), f"{kind}: {label}")
                     for label, path in zip(labels, files) if (path.parent / name).is_file()]
+    runs = [(label, results, info) for label, (results, info, _) in zip(labels, documents)]
+    figures += [figure_html(name, caption) for name, caption in tradeoff_figure(runs, out)]
     if figures:
         body.append(f"<h2>Figures</h2>{figure_grid(figures)}")
     (out / "index.html").write_text(html_page("alignclip run comparison", "\n".join(body)))

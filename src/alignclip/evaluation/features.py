@@ -79,8 +79,13 @@ def extract_features(model: torch.nn.Module, images_or_loader: Images, batch_siz
 
 
 def default_tokenizer(model: torch.nn.Module) -> TokenizeFn:
+    """The model's own vocabulary when it has one (a SigLIP folder's files), else alignclip's CLIP BPE."""
     import alignclip
 
+    folder = getattr(model, "tokenizer_folder", None)
+    if folder is not None:
+        from alignclip.folder_tokenizer import FolderTokenizer
+        return FolderTokenizer(folder, model.context_length)
     return alignclip.get_tokenizer(getattr(model, "context_length", 77))
 
 

@@ -25,7 +25,8 @@ CAPTIONS = {"projection": "Both modalities in 2-D (equal axes); thin lines join 
             "cosines": "Paired vs unpaired vs image-image vs text-text cosines; legend means are metrics.json's.",
             "shift_sweep": "Gap measures under the post-hoc shift x - λ·delta, y + λ·delta."}
 POINTS = "projection_points.npz"  # the projection's 2-D points, so `compare` can draw every run on shared axes
-RUN_KEYS = ("model", "method", "architecture", "model_size", "dataset", "num_samples", "max_samples", "seed")
+RUN_KEYS = ("model", "method", "family", "architecture", "model_size", "dataset", "num_samples", "max_samples",
+            "seed")
 GAP_TASKS = ("modality_gap", "class_prompt_gap")
 SWEEP_KEYS = ("l2m", "rmg", "paired_cosine", "unpaired_cosine", "separability")
 def json_safe(value: Any) -> Any:
@@ -97,8 +98,10 @@ def info_line(info: Mapping[str, Any]) -> str:
 
 def run_label(info: Mapping[str, Any], fallback: str = "") -> str:
     """'alignclip (IMSep, logits weighting) · shared architecture', from what metrics.json recorded."""
-    method, architecture = info.get("method"), info.get("architecture")
+    method, architecture, family = info.get("method"), info.get("architecture"), info.get("family")
     parts = [str(method)] if method else []
+    if family == "siglip":  # a sigmoid-trained (SigLIP) model: its gap is read beside CLIP's, so say which it is
+        parts.append("SigLIP family")
     if architecture:
         parts.append(f"{architecture} architecture")
     return " · ".join(parts) or fallback

@@ -14,6 +14,8 @@ from typing import Any, Callable, ContextManager, Sequence
 import torch
 from torch import nn
 
+from .sigmoid_loss import logit_bias_of
+
 
 @dataclass
 class MicroBatch:
@@ -29,12 +31,14 @@ def _forward(model: nn.Module, batch: MicroBatch) -> dict[str, Any]:
 def accumulated_backward(model: nn.Module, loss_fn: nn.Module, micro_batches: Sequence[MicroBatch],
                          backward: Callable[[torch.Tensor], None] | None = None,
                          autocast: Callable[[], ContextManager] = contextlib.nullcontext,
+                         outputs: Sequence[str] = (),
                          ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Backpropagate the loss of the concatenated micro-batches; returns (detached loss terms, the whole batch's
-    detached output: image_features and text_features of every micro-batch, and logit_scale).
+    detached output: image_features and text_features of every micro-batch, logit_scale and a logit_bias).
 
     `model` may be DDP-wrapped: gradient sync is skipped on all but the last pass. `backward` replaces
-    `loss.backward()` (e.g. a GradScaler's scale), `autocast` wraps the forward passes.
+    `loss.backward()` (e.g. a GradScaler's scale), `autocast` wraps the forward passes. `outputs`: further
+    per-row model outputs the loss takes by name (spliced like the features, e.g. unnormalised projections).
     """
     if not micro_batches:
         raise ValueError("accumulated_backward needs at least one micro-batch")
@@ -43,6 +47,7 @@ def accumulated_backward(model: nn.Module, loss_fn: nn.Module, micro_batches: Se
         cached = [_forward(model, mb) for mb in micro_batches]
     images = [out["image_features"] for out in cached]
     texts = [out["text_features"] for out in cached]
+    extras = {key: [out[key] for out in cached] for key in outputs}
     semantic = None
     if micro_batches[0].semantic_features is not None:
         semantic = torch.cat([mb.semantic_features for mb in micro_batches])  # type: ignore[misc]
@@ -57,8 +62,10 @@ def accumulated_backward(model: nn.Module, loss_fn: nn.Module, micro_batches: Se
                 all_texts = torch.cat(texts[:j] + [out["text_features"]] + texts[j + 1:])
                 # The temperature is shared by all passes: let only the last carry its gradient, so it counts once.
                 logit_scale = out["logit_scale"] if j == last else out["logit_scale"].detach()
-                terms = loss_fn(all_images, all_texts, logit_scale, semantic_features=semantic)
+                spliced = {key: torch.cat(rows[:j] + [out[key]] + rows[j + 1:]) for key, rows in extras.items()}
+                terms = loss_fn(all_images, all_texts, logit_scale, semantic_features=semantic, **spliced,
+                                **logit_bias_of(out, detach=j != last))
             backward(terms["loss"])
     whole = {"image_features": all_images.detach(), "text_features": all_texts.detach(),
-             "logit_scale": out["logit_scale"].detach()}
+             "logit_scale": out["logit_scale"].detach(), **logit_bias_of(out, detach=True)}
     return {name: value.detach() for name, value in terms.items()}, whole

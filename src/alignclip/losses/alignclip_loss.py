@@ -57,12 +57,14 @@ class AlignCLIPLoss(nn.Module):
         self.weighting, self.local_loss, self.gather_with_grad = weighting, local_loss, gather_with_grad
 
     def forward(self, image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor,
-                semantic_features: torch.Tensor | None = None, beta: float | None = None) -> dict[str, torch.Tensor]:
+                semantic_features: torch.Tensor | None = None, beta: float | None = None,
+                logit_bias: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """`beta` overrides self.beta for this call (a trainer's warm-up ramp passes it in rather than mutating
-        the module); weighting="none" ignores `semantic_features`, the other weightings require them."""
+        the module); weighting="none" ignores `semantic_features`, the other weightings require them. A SigLIP's
+        `logit_bias` enters the InfoNCE logits only (clip_loss.contrastive_terms: it changes no value)."""
         beta = self.beta if beta is None else beta
         batch = GlobalBatch(image_features, text_features, self.local_loss, self.gather_with_grad)
-        i2t, t2i = contrastive_terms(batch, logit_scale)
+        i2t, t2i = contrastive_terms(batch, logit_scale, logit_bias)
         both = i2t + t2i  # the paper's code sums the two directions: alpha * both is its contrastive term
 
         pairs = [(batch.image, batch.all_image)] * self.separate_image + [(batch.text, batch.all_text)] * self.separate_text

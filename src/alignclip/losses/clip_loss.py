@@ -8,10 +8,15 @@ from torch import nn
 from .distributed import GlobalBatch
 
 
-def contrastive_terms(batch: GlobalBatch, logit_scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(image->text CE, text->image CE) over the global batch."""
+def contrastive_terms(batch: GlobalBatch, logit_scale: torch.Tensor,
+                      logit_bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(image->text CE, text->image CE) over the global batch. A SigLIP's logit bias is added as open_clip does: it
+    shifts every logit of a row alike, so the loss and every other gradient are unchanged and the bias gets a zero
+    gradient; that keeps it in the graph, so DDP does not stop on an unused parameter (open_clip #1076)."""
     logits_per_image = logit_scale * batch.image @ batch.all_text.T
     logits_per_text = logit_scale * batch.text @ batch.all_image.T
+    if logit_bias is not None:
+        logits_per_image, logits_per_text = logits_per_image + logit_bias, logits_per_text + logit_bias
     return F.cross_entropy(logits_per_image, batch.labels), F.cross_entropy(logits_per_text, batch.labels)
 
 
@@ -24,9 +29,11 @@ class ClipLoss(nn.Module):
         self.local_loss, self.gather_with_grad = local_loss, gather_with_grad
 
     def forward(self, image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor,
-                semantic_features: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """`semantic_features` is accepted and ignored so a trainer can call every loss the same way."""
+                semantic_features: torch.Tensor | None = None,
+                logit_bias: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """`semantic_features` is accepted and ignored so a trainer can call every loss the same way;
+        `logit_bias`: see contrastive_terms."""
         batch = GlobalBatch(image_features, text_features, self.local_loss, self.gather_with_grad)
-        i2t, t2i = contrastive_terms(batch, logit_scale)
+        i2t, t2i = contrastive_terms(batch, logit_scale, logit_bias)
         loss = (i2t + t2i) / 2
         return {"contrastive_loss": loss, "loss": loss}

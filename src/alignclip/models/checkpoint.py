@@ -1,5 +1,6 @@
 """Checkpoints: ours (safetensors + JSON config), and imports of open_clip / OpenAI / official AlignCLIP state dicts
-and Hugging Face CLIPModel folders (models/hf.py). Nothing is unpickled (`torch.load(weights_only=True)`).
+and Hugging Face CLIPModel / SiglipModel folders (models/hf.py, models/hf_siglip.py), and open_clip's SigLIP timm
+towers (models/timm_vit.py). Nothing is unpickled (`torch.load(weights_only=True)`).
 
 Every import is exact or refused: keys and shapes are checked against the config's planned shapes (a meta-device
 model, so no memory) before any real tensor is allocated, and what a file cannot fix (heads, activation) comes from
@@ -19,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from alignclip.fileio import atomic_write
 from alignclip.rundir import resolve_checkpoint
 
+from .adapt import plain_state_dict
 from .base import ContrastiveModel, unwrap
 from .config import ARCHITECTURES, ModelConfig, list_presets, load_model_config, mlp_ratio_of
 from .factory import planned_shapes
@@ -42,10 +44,13 @@ def save_checkpoint(model: ContrastiveModel, path: str | Path, metadata: dict[st
     model = unwrap(model)  # DDP / torch.compile
     weights, config = _paths(path)
     weights.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in plain_state_dict(model).items()}  # LoRA merged
     atomic_write(weights, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
     document = {"architecture": model.architecture, "model": model.config.to_dict(), **(metadata or {})}
     atomic_write(config, lambda tmp: tmp.write_text(json.dumps(document, indent=2) + "\n"))
+    if model.tokenizer_folder is not None and weights.name == WEIGHTS_NAME:  # the ids need their vocabulary
+        from alignclip.folder_tokenizer import copy_tokenizer
+        copy_tokenizer(model.tokenizer_folder, weights.parent)
     return weights.parent if weights.name == WEIGHTS_NAME else weights
 
 
@@ -53,7 +58,7 @@ def load_checkpoint(path: str | Path, config: ConfigSpec = None, device: str | t
                     architecture: str | None = None) -> ContrastiveModel:
     """Our checkpoint (folder or `.safetensors` + `.json`), a training run folder (its best, else newest,
     checkpoint), an open_clip / OpenAI / official AlignCLIP state dict (`.pt`, `.pth`, `.bin`, `.safetensors`) or a
-    Hugging Face CLIPModel folder -> our model.
+    Hugging Face CLIPModel / SiglipModel folder -> our model.
 
     `config`: a preset, an open_clip model name, a JSON file (ours or open_clip's) or a ModelConfig; it fixes what
     a state dict cannot (heads, activation, text pooling) and must agree with the file's shapes."""
@@ -105,7 +110,11 @@ def _load_ours(weights: Path, config_path: Path, document: Any, config: ConfigSp
         state = load_file(str(weights))
     except (SafetensorError, OSError) as e:
         raise ValueError(f"{weights}: unreadable safetensors file ({e})") from None
-    return model_from_state(model_config, architecture, state, str(weights))
+    model = model_from_state(model_config, architecture, state, str(weights))
+    from alignclip.folder_tokenizer import has_tokenizer
+    if weights.name == WEIGHTS_NAME and has_tokenizer(weights.parent):
+        model.tokenizer_folder = weights.parent
+    return model
 
 
 def count_blocks(state: dict[str, Any], prefix: str, source: str) -> int:
@@ -224,6 +233,12 @@ def import_state_dict(state: dict[str, torch.Tensor], config: ConfigSpec = None,
     else:
         if "text.transformer.resblocks.0.ln_1.weight" in state:  # open_clip's CustomTextCLIP layout
             state = {k[len("text."):] if k.startswith("text.") else k: v for k, v in state.items()}
+        from .timm_vit import from_timm_state, is_timm_state
+        if is_timm_state(state):  # a timm image tower (SigLIP): its shapes are the named tower's, not the file's
+            if config is None:
+                raise ValueError(f"{source}: an open_clip model with a timm image tower (SigLIP); name its open_clip "
+                                 "config with config= / --model-config, e.g. ViT-B-16-SigLIP2 or its JSON file")
+            return model_from_state(load_model_config(config), "clip", from_timm_state(state), source)
         _require(state, _OPEN_CLIP_KEYS, source, "open_clip ViT")
         for key in OPENAI_BUFFERS:  # OpenAI JIT-era buffers
             state.pop(key, None)

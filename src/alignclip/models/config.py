@@ -3,14 +3,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 PRESET_DIR = Path(__file__).parent / "presets"
 ARCHITECTURES = ("clip", "shared")
-ACTIVATIONS = ("gelu", "quick_gelu")  # exact-erf GELU (open_clip's default); OpenAI's x * sigmoid(1.702 x)
+# exact-erf GELU (open_clip's default); OpenAI's x * sigmoid(1.702 x); GELU's tanh approximation (SigLIP)
+ACTIVATIONS = ("gelu", "quick_gelu", "gelu_tanh")
 TEXT_POOLS = ("argmax", "eos", "last")  # open_clip's text pool_type: highest token id, first eos_id, last position
+VISION_POOLS = ("tok", "map")  # the class token; SigLIP's multihead attention pooling (a learned probe)
+PROJ_TYPES = ("linear", "none")  # a final width -> embed_dim matrix, or none (the tower's width is embed_dim)
+CLIP_LOGIT_SCALE = math.log(1 / 0.07)  # CLIP's initial temperature; SigLIP starts at log(10)
 MAX_LAYERS = 1024  # a bound on what a (possibly hostile) config may ask for; the largest real CLIPs have 48
 
 
@@ -24,6 +29,13 @@ class VisionConfig:
     mlp_ratio: float = 4.0
     layer_norm_eps: float = 1e-5
     ls_init_value: float | None = None  # None: no layer scale; else open_clip's per-channel residual gains
+    # SigLIP's image tower: no class token, no ln_pre, a patch convolution with a bias, MAP pooling, no projection
+    class_token: bool = True  # a learned class token before the patches (positions then cover it too)
+    pre_norm: bool = True  # ln_pre on the embedded patches
+    patch_bias: bool = False  # a bias on the patch convolution
+    pool_type: str = "tok"  # VISION_POOLS
+    proj_type: str = "linear"  # PROJ_TYPES
+    activation: str | None = None  # this tower's MLP activation; None: the model's
 
 
 @dataclass
@@ -38,12 +50,18 @@ class TextConfig:
     ls_init_value: float | None = None
     pool_type: str = "argmax"  # which position's features represent the caption (TEXT_POOLS)
     eos_id: int | None = None  # the end-of-text id that pool_type "eos" looks for
+    causal: bool = True  # CLIP masks future tokens; SigLIP's text tower is bidirectional
+    proj_bias: bool = False  # a bias on the text projection (SigLIP's Linear head)
+    proj_type: str = "linear"  # PROJ_TYPES
+    activation: str | None = None  # this tower's MLP activation; None: the model's
 
 
 @dataclass
 class ModelConfig:
     embed_dim: int = 512
     activation: str = "gelu"  # of both towers' MLPs (ACTIVATIONS); OpenAI's weights need quick_gelu
+    logit_scale: float = CLIP_LOGIT_SCALE  # the learned log-temperature's initial value
+    logit_bias: float | None = None  # None: no bias; else a learned logit bias starting here (SigLIP: -10)
     vision_cfg: VisionConfig = field(default_factory=VisionConfig)
     text_cfg: TextConfig = field(default_factory=TextConfig)
 
@@ -80,6 +98,7 @@ class ModelConfig:
                 raise ValueError(f"{source}: {key} {value} is more than the {MAX_LAYERS} a model may have")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"{source}: activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
+        self._validate_siglip_options(source)
         if t.pool_type not in TEXT_POOLS:
             raise ValueError(f"{source}: text_cfg.pool_type must be one of {', '.join(TEXT_POOLS)}, "
                              f"got {t.pool_type!r}")
@@ -87,7 +106,9 @@ class ModelConfig:
                                      or not 0 <= t.eos_id < t.vocab_size):
             raise ValueError(f"{source}: text_cfg.pool_type 'eos' needs an eos_id in [0, vocab_size), "
                              f"got {t.eos_id!r}")
-        if v.image_size % v.patch_size:
+        # SigLIP's towers (no class token) drop a partial last row/column of patches, as timm and transformers do
+        # (so400m-patch14-384: 27 x 27 patches); CLIP's configs must tile the image exactly
+        if v.image_size < v.patch_size or (v.image_size % v.patch_size and v.class_token is True):
             raise ValueError(f"{source}: vision_cfg.image_size {v.image_size} is not a multiple of "
                              f"patch_size {v.patch_size}")
         for name, cfg in (("vision_cfg", v), ("text_cfg", t)):
@@ -101,6 +122,47 @@ class ModelConfig:
                                                   or isinstance(cfg.ls_init_value, bool)):
                 raise ValueError(f"{source}: {name}.ls_init_value must be a number or null, got {cfg.ls_init_value!r}")
 
+    def _validate_siglip_options(self, source: str) -> None:
+        v, t = self.vision_cfg, self.text_cfg
+        for key, value in (("logit_scale", self.logit_scale), ("logit_bias", self.logit_bias)):
+            if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)
+                                      or not math.isfinite(value)):
+                raise ValueError(f"{source}: {key} must be a finite number{' or null' * (key == 'logit_bias')}, "
+                                 f"got {value!r}")
+        for key, value in (("vision_cfg.class_token", v.class_token), ("vision_cfg.pre_norm", v.pre_norm),
+                           ("vision_cfg.patch_bias", v.patch_bias), ("text_cfg.causal", t.causal),
+                           ("text_cfg.proj_bias", t.proj_bias)):
+            if not isinstance(value, bool):
+                raise ValueError(f"{source}: {key} must be true or false, got {value!r}")
+        choices = (("vision_cfg.pool_type", v.pool_type, VISION_POOLS),
+                   ("vision_cfg.proj_type", v.proj_type, PROJ_TYPES), ("text_cfg.proj_type", t.proj_type, PROJ_TYPES),
+                   ("vision_cfg.activation", v.activation, (None,) + ACTIVATIONS),
+                   ("text_cfg.activation", t.activation, (None,) + ACTIVATIONS))
+        for key, value, allowed in choices:
+            if value not in allowed:
+                raise ValueError(f"{source}: {key} must be one of {', '.join(map(str, allowed))}, got {value!r}")
+        if v.pool_type == "tok" and not v.class_token:
+            raise ValueError(f"{source}: vision_cfg.pool_type 'tok' pools the class token, but class_token is false "
+                             "(use pool_type 'map')")
+        for name, cfg in (("vision_cfg", v), ("text_cfg", t)):
+            if cfg.proj_type == "none" and cfg.width != self.embed_dim:
+                raise ValueError(f"{source}: {name}.proj_type 'none' needs width {cfg.width} == embed_dim "
+                                 f"{self.embed_dim}")
+        if t.proj_bias and t.proj_type == "none":
+            raise ValueError(f"{source}: text_cfg.proj_bias needs a projection (proj_type 'linear')")
+
+    def tower_options(self) -> list[str]:
+        """The tower options (SigLIP's) that differ from CLIP's defaults, e.g. ["vision_cfg.pool_type 'map'"]."""
+        found = []
+        for name, cfg, default in (("vision_cfg", self.vision_cfg, VisionConfig()),
+                                   ("text_cfg", self.text_cfg, TextConfig())):
+            for key in ("class_token", "pre_norm", "patch_bias", "pool_type", "proj_type", "activation", "causal",
+                        "proj_bias"):
+                if hasattr(cfg, key) and getattr(cfg, key) != getattr(default, key) \
+                        and not (key == "pool_type" and name == "text_cfg"):
+                    found.append(f"{name}.{key} {getattr(cfg, key)!r}")
+        return found
+
     def validate_shared(self, source: str = "config") -> None:
         """SharedCLIP runs both modalities through one transformer, so the towers' shapes must agree."""
         v, t = self.vision_cfg, self.text_cfg
@@ -110,6 +172,10 @@ class ModelConfig:
         if mismatched:
             raise ValueError(f"{source}: the shared architecture needs one transformer for both modalities, "
                              f"but these differ: {', '.join(mismatched)}")
+        two_tower = self.tower_options()
+        if two_tower:
+            raise ValueError(f"{source}: the shared architecture does not support {', '.join(two_tower)} "
+                             "(two-tower options; use architecture 'clip')")
 
 
 def _check_keys(cls: type, data: dict[str, Any], source: str) -> None:

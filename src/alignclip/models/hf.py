@@ -1,4 +1,4 @@
-"""Hugging Face `transformers.CLIPModel` folders <-> our two-tower CLIP, exactly.
+"""Hugging Face `transformers.CLIPModel` folders <-> our two-tower CLIP, exactly (`SiglipModel`: models/hf_siglip.py).
 
 HF splits attention into q/k/v projections (ours: one in_proj, open_clip's layout), names the LayerNorms
 pre_layrnorm / post_layernorm / final_layer_norm, stores the projections as bias-free Linear weights (transposed),
@@ -45,13 +45,14 @@ def _rename(key: str, table: dict[str, str]) -> str | None:
     return None
 
 
-def to_hf_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def to_hf_state(state: dict[str, torch.Tensor], renames: dict[str, str] = _RENAMES,
+                transposed: dict[str, str] = _TRANSPOSED) -> dict[str, torch.Tensor]:
     out = {}
     for key, value in state.items():
-        if key in _TRANSPOSED:
-            out[_TRANSPOSED[key]] = value.t().contiguous()
+        if key in transposed:
+            out[transposed[key]] = value.t().contiguous()
             continue
-        key = _rename(key, _RENAMES) or key
+        key = _rename(key, renames) or key
         if ".encoder.layers." in key:
             head, _, rest = key.partition(".encoder.layers.")
             index, _, rest = rest.partition(".")
@@ -64,9 +65,10 @@ def to_hf_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def from_hf_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    inverse, block_inverse = {v: k for k, v in _RENAMES.items()}, {v: k for k, v in _BLOCK.items()}
-    transposed = {v: k for k, v in _TRANSPOSED.items()}
+def from_hf_state(state: dict[str, torch.Tensor], renames: dict[str, str] = _RENAMES,
+                  transposed: dict[str, str] = _TRANSPOSED) -> dict[str, torch.Tensor]:
+    inverse, block_inverse = {v: k for k, v in renames.items()}, {v: k for k, v in _BLOCK.items()}
+    transposed = {v: k for k, v in transposed.items()}
     out, qkv = {}, {}
     for key, value in state.items():
         if key.endswith("position_ids"):  # a buffer of 0..n-1 in older transformers versions
@@ -138,16 +140,24 @@ def import_hf(folder: str | Path, config: ConfigSpec = None) -> ContrastiveModel
     folder = Path(folder)
     source = str(folder)
     document = json.loads((folder / "config.json").read_text())
-    if document.get("model_type") != "clip":
-        raise ValueError(f"{source}: a Hugging Face {document.get('model_type')!r} model; alignclip imports "
-                         "CLIPModel folders (model_type 'clip')")
-    model_config = config_from_hf(document, source)
+    model_type = document.get("model_type")
+    if model_type in ("siglip", "siglip2"):
+        from .hf_siglip import config_from_hf_siglip, from_hf_siglip_state
+        model_config, convert = config_from_hf_siglip(document, source), from_hf_siglip_state
+    elif model_type == "clip":
+        model_config, convert = config_from_hf(document, source), from_hf_state
+    else:
+        raise ValueError(f"{source}: a Hugging Face {model_type!r} model; alignclip imports CLIPModel and "
+                         "SiglipModel folders (model_type 'clip' or 'siglip')")
     if config is not None:
         check_config_agrees(_flat(load_model_config(config)), _flat(model_config), source, "its config.json")
     state: dict[str, torch.Tensor] = {}
     for path in _weight_files(folder):
         state.update(read_state_dict(path))
-    return model_from_state(model_config, "clip", from_hf_state(state), source)
+    model = model_from_state(model_config, "clip", convert(state), source)
+    if model_type != "clip":  # CLIP's BPE is alignclip's own; SigLIP's vocabulary lives in the folder
+        model.tokenizer_folder = folder
+    return model
 
 
 def hf_config(config: ModelConfig, logit_scale: float) -> Any:
@@ -157,6 +167,9 @@ def hf_config(config: ModelConfig, logit_scale: float) -> Any:
     v, t = config.vision_cfg, config.text_cfg
     if v.ls_init_value is not None or t.ls_init_value is not None:
         raise ValueError("layer scale (ls_init_value) has no Hugging Face CLIPModel equivalent")
+    if config.tower_options() or config.activation not in ("gelu", "quick_gelu"):
+        raise ValueError(f"{', '.join(config.tower_options() or [repr(config.activation)])} has no Hugging Face "
+                         "CLIPModel equivalent (a SiglipModel export needs a logit_bias and SigLIP's towers)")
     if t.pool_type == "argmax":
         eos = LEGACY_EOS_ID
     elif t.pool_type == "eos" and t.eos_id != LEGACY_EOS_ID:
@@ -176,14 +189,22 @@ def hf_config(config: ModelConfig, logit_scale: float) -> Any:
 
 
 def export_hf(model: ContrastiveModel, out: str | Path) -> Path:
-    """Write `out/config.json` + `out/model.safetensors` that `CLIPModel.from_pretrained(out)` loads."""
+    """Write `out/config.json` + `out/model.safetensors` that `CLIPModel.from_pretrained(out)` loads
+    (`SiglipModel.from_pretrained(out)` for a model with a logit bias)."""
     if model.architecture != "clip":
         raise ValueError(f"a {model.architecture} model cannot be exported to Hugging Face: CLIPModel has two "
                          "towers, and this model runs both modalities through one shared transformer")
-    config = hf_config(model.config, float(model.logit_scale.detach()))
+    state = {k: v.detach().cpu().float().contiguous() for k, v in model.state_dict().items()}
+    if model.family == "siglip":
+        from .hf_siglip import hf_siglip_config, to_hf_siglip_state
+        config, state = hf_siglip_config(model.config), to_hf_siglip_state(state)
+    else:
+        config, state = hf_config(model.config, float(model.logit_scale.detach())), to_hf_state(state)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    state = to_hf_state({k: v.detach().cpu().float().contiguous() for k, v in model.state_dict().items()})
     atomic_write(out / "model.safetensors", lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
     atomic_write(out / "config.json", lambda tmp: tmp.write_text(config.to_json_string()))
+    if model.tokenizer_folder is not None:
+        from alignclip.folder_tokenizer import copy_tokenizer
+        copy_tokenizer(model.tokenizer_folder, out)
     return out

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +36,13 @@ class QuickGELU(nn.Module):
         return x * torch.sigmoid(1.702 * x)
 
 
-ACTIVATION_LAYERS: dict[str, type[nn.Module]] = {"gelu": nn.GELU, "quick_gelu": QuickGELU}
+ACTIVATION_LAYERS = {"gelu": nn.GELU, "quick_gelu": QuickGELU, "gelu_tanh": partial(nn.GELU, approximate="tanh")}
+
+
+def mlp(width: int, hidden: int, activation: str = "gelu") -> nn.Sequential:
+    return nn.Sequential(OrderedDict([("c_fc", nn.Linear(width, hidden)),
+                                      ("gelu", ACTIVATION_LAYERS[activation]()),  # open_clip's name
+                                      ("c_proj", nn.Linear(hidden, width))]))
 
 
 class LayerScale(nn.Module):
@@ -57,9 +64,7 @@ class ResidualAttentionBlock(nn.Module):
         self.ln_1 = nn.LayerNorm(width, eps=eps)
         self.attn = Attention(width, heads)
         self.ln_2 = nn.LayerNorm(width, eps=eps)
-        self.mlp = nn.Sequential(OrderedDict([("c_fc", nn.Linear(width, hidden)),
-                                              ("gelu", ACTIVATION_LAYERS[activation]()),  # open_clip's name
-                                              ("c_proj", nn.Linear(hidden, width))]))
+        self.mlp = mlp(width, hidden, activation)
         # nn.Identity holds no parameters, so models without layer scale keep open_clip's exact key set
         self.ls_1 = LayerScale(width, ls_init_value) if ls_init_value is not None else nn.Identity()
         self.ls_2 = LayerScale(width, ls_init_value) if ls_init_value is not None else nn.Identity()
@@ -100,18 +105,38 @@ class Transformer(nn.Module):
             nn.init.normal_(block.mlp.c_proj.weight, std=proj_std)
 
 
-class ImageEmbedding(nn.Module):
-    """Patches + class token + learned positions + ln_pre: the per-modality input side of a ViT."""
+class AttentionPool(nn.Module):
+    """SigLIP's multihead attention pooling (MAP): a learned probe attends over every token, then a residual MLP on
+    its LayerNorm; the image features are the probe's output (nn.MultiheadAttention's layout, as HF's SigLIP)."""
 
-    def __init__(self, image_size: int, patch_size: int, width: int, eps: float = 1e-5) -> None:
+    def __init__(self, width: int, heads: int, mlp_ratio: float = 4.0, activation: str = "gelu",
+                 eps: float = 1e-5) -> None:
+        super().__init__()
+        self.probe = nn.Parameter(torch.randn(1, 1, width))
+        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.ln = nn.LayerNorm(width, eps=eps)
+        self.mlp = mlp(width, int(width * mlp_ratio), activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probe = self.probe.to(x.dtype).expand(x.shape[0], -1, -1)
+        x = self.attn(probe, x, x, need_weights=False)[0]
+        return (x + self.mlp(self.ln(x)))[:, 0]
+
+
+class ImageEmbedding(nn.Module):
+    """Patches (+ class token) + learned positions (+ ln_pre): the per-modality input side of a ViT. SigLIP's towers
+    have no class token and no ln_pre, and a bias on the patch convolution."""
+
+    def __init__(self, image_size: int, patch_size: int, width: int, eps: float = 1e-5, class_token: bool = True,
+                 pre_norm: bool = True, patch_bias: bool = False) -> None:
         super().__init__()
         self.image_size, self.patch_size = image_size, patch_size
         grid = image_size // patch_size
         scale = width ** -0.5
-        self.conv1 = nn.Conv2d(3, width, kernel_size=patch_size, stride=patch_size, bias=False)
-        self.class_embedding = nn.Parameter(scale * torch.randn(width))
-        self.positional_embedding = nn.Parameter(scale * torch.randn(grid * grid + 1, width))
-        self.ln_pre = nn.LayerNorm(width, eps=eps)
+        self.conv1 = nn.Conv2d(3, width, kernel_size=patch_size, stride=patch_size, bias=patch_bias)
+        self.class_embedding = nn.Parameter(scale * torch.randn(width)) if class_token else None
+        self.positional_embedding = nn.Parameter(scale * torch.randn(grid * grid + class_token, width))
+        self.ln_pre = nn.LayerNorm(width, eps=eps) if pre_norm else nn.Identity()
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         if images.ndim != 4 or images.shape[1] != 3 or images.shape[-1] != self.image_size \
@@ -119,9 +144,9 @@ class ImageEmbedding(nn.Module):
             raise ValueError(f"expected images of shape [N, 3, {self.image_size}, {self.image_size}], "
                              f"got {list(images.shape)}")
         x = self.conv1(images).flatten(2).transpose(1, 2)  # [N, grid*grid, width]
-        cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
-        x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
-        return self.ln_pre(x)
+        if self.class_embedding is not None:
+            x = torch.cat([self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1), x], dim=1)
+        return self.ln_pre(x + self.positional_embedding.to(x.dtype))
 
 
 class TextEmbedding(nn.Module):

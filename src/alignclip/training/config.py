@@ -3,7 +3,7 @@
 Why dataclasses and not argparse flags (open_clip's way): the same object is built by the CLI, by a YAML/TOML file
 and by Python callers (the demo), every value is type-checked against its field, and the resolved config is written
 next to the checkpoints so that ``--resume`` continues with exactly what was trained. The generic dotted-key engine
-is training/overrides.py; this file holds the schema, its checks, the recipes and the one layering order.
+is training/overrides.py; this file holds the schema, its checks and the one layering order (recipes: recipes.py).
 """
 from __future__ import annotations
 
@@ -17,30 +17,22 @@ import yaml
 
 from alignclip.rundir import RunDir
 
-from .overrides import lookup, markdown_table, parse_override, plain, read_config_file, set_value, update, values
+from .adapt_config import AdaptSection, adapt_checks
+from .heldout_config import EvalSection, eval_checks
+from .overrides import (lookup, markdown_table, parse_override, plain, read_config_file, set_value, setting, update,
+                        values)
+from .recipes import RECIPES, recipes_table
 
 METHODS = ("clip", "sharedclip", "alignclip")
 MAX_SEED = 2**32 - 1  # seeds feed numpy (32 bit) and derived torch seeds (seed * 100_003 + epoch must fit 64 bits)
 # What a run trains: resuming with any of these changed is an error unless resume_allow_changes is set.
 RESUME_FIXED = ("method", "model.preset", "model.architecture", "model.init_from", "model.init_config", "data.train",
-                "data.num_samples", "data.synthetic_seed", "data.csv_image_key", "data.csv_caption_key")
+                "data.num_samples", "data.synthetic_seed", "data.csv_image_key", "data.csv_caption_key",
+                "adapt.lora_rank", "adapt.lora_targets")
 # The architectures each method trains, its default first. IMSep is a loss on the two embeddings, so it fits the
 # two-tower model too (post-training a CLIP someone already has); SharedCLIP *is* the shared architecture.
 METHOD_ARCHITECTURES = {"clip": ("clip",), "sharedclip": ("shared",), "alignclip": ("shared", "clip")}
 METHOD_ARCHITECTURE = {method: archs[0] for method, archs in METHOD_ARCHITECTURES.items()}
-# `alignclip train --recipe NAME`: a layer of overrides (its place in the order: resolve_config).
-RECIPES: dict[str, dict[str, Any]] = {
-    # Post-training an already trained CLIP (model.init_from) with IMSep: a lower lr than from scratch so the learned
-    # features are kept, a short warm-up, and full-strength separation from the start (the embeddings are already
-    # aligned: nothing for a beta ramp to wait for). README: "Close the gap of the CLIP you already have".
-    "posttrain": {"method": "alignclip", "loss.weighting": "negatives", "loss.beta": 0.5,
-                  "loss.separation_warmup_steps": 0, "optim.lr": 2e-4, "optim.warmup_steps": 10},
-}
-
-
-def setting(default: Any, help: str) -> Any:
-    """A config field with its help text as metadata: reference_table() (the README table) reads it from here."""
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass
@@ -72,7 +64,13 @@ class DataSection:
 
 @dataclass
 class LossSection:
-    alpha: float = setting(1.0, "weight of the contrastive (CLIP) term in AlignCLIPLoss")
+    # What the image-text term is. auto follows the model: one with a learned logit bias (a SigLIP) was trained with
+    # the sigmoid loss, so post-training it keeps that loss; a fresh model with "sigmoid" gets SigLIP's bias and
+    # temperature (b = -10, t = 10). IMSep (method alignclip) adds to either term.
+    contrastive: Literal["auto", "infonce", "sigmoid"] = setting(
+        "auto", "infonce: CLIP's softmax; sigmoid: SigLIP's pairwise loss; auto: sigmoid for a model with a logit "
+                "bias, else infonce")
+    alpha: float = setting(1.0, "weight of the contrastive term (InfoNCE or sigmoid), for every method")
     beta: float = setting(0.5, "weight of the intra-modality separation term (IMSep)")
     separate_text: bool = setting(True, "IMSep between captions")
     separate_image: bool = setting(True, "IMSep between images (weights still from the captions)")
@@ -82,6 +80,11 @@ class LossSection:
     # near-synonymous captions (the synthetic data). 0 is the paper's constant beta.
     separation_warmup_steps: int = setting(
         100, "beta ramps linearly from 0 to `beta` over these steps (0: constant beta)")
+    # HyCD and RaFA (CLIP-Refine), terms of losses/composite.py; the teacher is the frozen model.init_from.
+    distill_weight: float = setting(0.0, "weight of HyCD distillation from the frozen model.init_from (0: off)")
+    distill_alpha: float = setting(0.5, "HyCD target: alpha x one-hot + (1 - alpha) x the teacher's softmax")
+    distill_temperature: float = setting(1.0, "HyCD's temperature T (logits / T, the KL times T^2)")
+    rafa_weight: float = setting(0.0, "weight of RaFA: unnormalised features to a shared N(0, I) vector (0: off)")
     local_loss: bool = setting(False, "open_clip's --local-loss: logits of local rows against the global batch only")
     semantic_model: str | None = setting(None, "sentence-transformers name/path; None: the bundled all-MiniLM-L6-v2")
     semantic_cache_dir: str | None = setting(None, "caption-embedding disk cache; None: the encoder's default")
@@ -135,6 +138,8 @@ class TrainConfig:
     optim: OptimSection = field(default_factory=OptimSection)
     runtime: RuntimeSection = field(default_factory=RuntimeSection)
     logging: LoggingSection = field(default_factory=LoggingSection)
+    eval: EvalSection = field(default_factory=EvalSection)
+    adapt: AdaptSection = field(default_factory=AdaptSection)
     resume: str | None = setting(None, '"latest", a run directory or a checkpoint directory')
     resume_allow_changes: bool = setting(
         False, "let a resume change what is trained (method, model, data): see RESUME_FIXED")
@@ -186,6 +191,13 @@ class TrainConfig:
             (0 <= d.synthetic_seed <= MAX_SEED, "data.synthetic_seed", d.synthetic_seed, "must be in [0, 2**32 - 1]"),
             (r.dist_timeout_s > 0, "runtime.dist_timeout_s", r.dist_timeout_s, "must be > 0"),
         ]
+        checks += eval_checks(self.eval) + adapt_checks(self.adapt)
+        checks += [(ls.distill_weight >= 0, "loss.distill_weight", ls.distill_weight, "must be >= 0"),
+                   (0 <= ls.distill_alpha <= 1, "loss.distill_alpha", ls.distill_alpha, "must be in [0, 1]"),
+                   (ls.distill_temperature > 0, "loss.distill_temperature", ls.distill_temperature, "must be > 0"),
+                   (ls.rafa_weight >= 0, "loss.rafa_weight", ls.rafa_weight, "must be >= 0"),
+                   (ls.distill_weight == 0 or bool(self.model.init_from), "loss.distill_weight", ls.distill_weight,
+                    "distillation needs model.init_from (--init-from): the teacher is the model it starts from")]
         for ok, key, value, why in checks:
             if not ok:
                 raise ValueError(f"bad value for '{key}': {value!r} ({why})")
@@ -206,13 +218,15 @@ def _floats(value: Any) -> list[float]:  # ints and bools are always finite; tup
 
 def changed_settings(saved: Mapping[str, Any], config: TrainConfig) -> list[str]:
     """'key: old -> new' for each RESUME_FIXED setting that differs between a checkpoint's saved config (a dict, as
-    TrainConfig.to_dict wrote it) and `config`; the architecture is compared as resolved from the method."""
-    new = config.to_dict()
+    TrainConfig.to_dict wrote it) and `config`; the architecture is compared as resolved from the method, and a
+    key that an older version did not write has its default."""
+    new, defaults = config.to_dict(), TrainConfig().to_dict()
     old_arch = lookup(saved, "model.architecture") or METHOD_ARCHITECTURE.get(saved.get("method"), None)
     changes = []
     for key in RESUME_FIXED:
+        before = lookup(saved, key)
         before, after = (old_arch, config.architecture) if key == "model.architecture" else \
-            (lookup(saved, key), lookup(new, key))
+            (lookup(defaults, key) if before is None else before, lookup(new, key))
         if before != after:
             changes.append(f"{key}: {before!r} -> {after!r}")
     return changes
@@ -298,4 +312,4 @@ def save_config(config: TrainConfig, path: str | Path) -> None:
 
 def reference_table() -> str:
     """The README's config reference, from each field's default and help text; a test keeps the two identical."""
-    return markdown_table(TrainConfig)
+    return markdown_table(TrainConfig) + "\n\n" + recipes_table()

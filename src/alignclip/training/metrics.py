@@ -78,7 +78,8 @@ class MetricsLogger:
             step = record["step"]
             for key, value in record.items():
                 if key not in ("step", "epoch") and isinstance(value, (int, float)):
-                    self.writer.add_scalar(f"train/{key}", value, step)
+                    # heldout/... (training/heldout.py) keeps its own namespace, as open_clip's val/...
+                    self.writer.add_scalar(key if "/" in key else f"train/{key}", value, step)
 
     def close(self) -> None:
         if not self.enabled:

@@ -16,6 +16,11 @@ from typing import Any, Literal, Mapping
 import yaml
 
 
+def setting(default: Any, help: str) -> Any:
+    """A config field with its help text as metadata: markdown_table() (the README table) reads it from here."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
 def update(config: Any, data: Mapping[str, Any], source: str | None = None, prefix: str = "") -> None:
     """Apply a nested (or dotted-key) mapping; sections recurse, leaves are type-checked. `source` (a file, a
     recipe) starts each error message, so the user knows where the bad key or value was written."""

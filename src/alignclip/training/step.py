@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from alignclip.data.collate import Batch
+from alignclip.losses.sigmoid_loss import logit_bias_of
 from alignclip.models.base import unwrap
 from alignclip.models.diagnostics import batch_gap_diagnostics
 
@@ -39,6 +40,14 @@ class StepRunner:
             return torch.autocast(device_type=self.device.type, dtype=_DTYPES[self.precision])
         return contextlib.nullcontext()
 
+    def _loss_inputs(self, images: torch.Tensor, tokens: torch.Tensor) -> tuple[dict, tuple[str, ...]]:
+        """A composite loss's per-step inputs (a teacher's outputs, RaFA's references: once per step, for the whole
+        batch, in the run's autocast) and the extra model outputs it reads (losses/composite.py)."""
+        prepare = getattr(self.loss_fn, "prepare", None)
+        with torch.no_grad(), self.autocast():
+            extra = prepare(images, tokens) if prepare is not None else {}
+        return extra, tuple(getattr(self.loss_fn, "model_outputs", ()))
+
     def _backward(self, loss: torch.Tensor) -> None:
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
 
@@ -48,13 +57,15 @@ class StepRunner:
         CPU) and skip the update when it is NaN/inf; otherwise the result carries an on-device flag."""
         images = batch.images.to(self.device, non_blocking=True)
         tokens = batch.tokens.to(self.device, non_blocking=True)
-        loss_fn = self.loss_fn if beta is None else functools.partial(self.loss_fn, beta=beta)
+        extra, outputs = self._loss_inputs(images, tokens)
+        loss_fn = functools.partial(self.loss_fn, **extra, **({} if beta is None else {"beta": beta}))
         self.optimizer.zero_grad(set_to_none=True)
         if self.accum_freq == 1:
             with self.autocast():
                 out = self.model(images, tokens)
                 terms = loss_fn(out["image_features"], out["text_features"], out["logit_scale"],
-                                semantic_features=semantic)
+                                semantic_features=semantic, **{key: out[key] for key in outputs},
+                                **logit_bias_of(out))
             self._backward(terms["loss"])
             terms = {k: v.detach() for k, v in terms.items()}
         else:
@@ -65,7 +76,7 @@ class StepRunner:
             micro = [MicroBatch(i, t, s) for i, t, s in chunks]
             # `out`: the features of the whole batch, so the diagnostics below are the whole batch's.
             terms, out = accumulated_backward(self.model, loss_fn, micro, backward=self._backward,
-                                              autocast=self.autocast)
+                                              autocast=self.autocast, outputs=outputs)
         loss, flag = terms["loss"], None
         if check_finite:
             nonfinite = float(not torch.isfinite(loss).item())
@@ -88,5 +99,6 @@ class StepRunner:
             self.optimizer.step()
         unwrap(self.model).clamp_logit_scale()  # open_clip: keep exp(logit_scale) within [1, 100]
         diagnostics = batch_gap_diagnostics(out["image_features"], out["text_features"])  # once, detached
-        values = {**terms, "logit_scale": out["logit_scale"].detach(), **diagnostics}
+        values = {**terms, "logit_scale": out["logit_scale"].detach(), **logit_bias_of(out, detach=True),
+                  **diagnostics}
         return StepResult(values={name: value.detach() for name, value in values.items()}, nonfinite=flag)

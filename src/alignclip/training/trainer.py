@@ -11,10 +11,11 @@ import torch
 from tqdm.auto import tqdm
 
 from alignclip.data.collate import Batch
+from alignclip.models.adapt import adapter_state, parameter_line
 from alignclip.models.base import unwrap
 from alignclip.rundir import RunDir
 
-from .checkpoint import (load_weights, nonfinite_weights, resolve_resume, rng_state,
+from .checkpoint import (nonfinite_weights, resolve_resume, rng_state,
                          save_training_checkpoint, set_rng_state)
 from .config import TrainConfig, from_dict, save_config
 from .data import TrainLoader, batches_per_epoch, build_train_dataset, check_skip_fraction
@@ -23,7 +24,8 @@ from .distributed import (DistInfo, DistributedTimeout, all_reduce, barrier, cle
 from .factory import (beta_at, checked_resume_state, create_collate, create_loss, create_scaler, open_run_dir,
                       resolve_precision, seed_everything, total_steps_of, wrap_model)
 from .health import CollapseWatch, fitted_warmup, run_length_notes
-from .init_model import build_model
+from .heldout import HeldoutGuard
+from .init_model import build_run_model
 from .metrics import MetricsLogger, MetricsWindow, append_bad_samples, discard_if_unused, format_postfix
 from .optim import CosineSchedule, build_optimizer
 from .result import NonFiniteLossError, TrainResult, summary_lines
@@ -46,8 +48,9 @@ class Trainer:
         resume_from = resolve_resume(c.resume, c.logging.out, c.logging.name) if c.resume else None
         state = checked_resume_state(c, resume_from, self.main) if resume_from is not None else None  # fail early
         seed_everything(c.runtime.seed)
-        self.model = build_model(c, resume_from).to(device)  # before the run folder: a bad init_from leaves none
-        self.loss_fn = create_loss(c)
+        # Before the run folder: a bad init_from leaves none. The teacher: HyCD's frozen init_from, or None.
+        self.model, self.teacher = build_run_model(c, device, resume_from, state)
+        self.loss_fn = create_loss(c, self.model.embed_dim, self.teacher, self.model)
         self.optimizer = build_optimizer(self.model, c.optim.lr, c.optim.weight_decay, c.optim.betas, c.optim.eps)
         self.dataset = dataset if dataset is not None else build_train_dataset(c, self.model.image_size, info)
         self.collate = create_collate(self.model)
@@ -58,16 +61,13 @@ class Trainer:
                                        c.optim.schedule)
         self.scaler = create_scaler(self.precision)
         if state is not None:
-            load_weights(self.model, resume_from)  # type: ignore[arg-type]
-            if nonfinite_weights(self.model):  # a checkpoint copied in or edited by hand
-                raise ValueError(f"cannot resume from {resume_from}: its weights are not finite (NaN/inf); resume "
-                                 "from an earlier checkpoint of the run")
             self._load_state(state)
             self.last_checkpoint = resume_from
         self.runner = StepRunner(wrap_model(self.model, c, info, device), self.loss_fn, self.optimizer, self.scaler,
                                  self.precision, device, c.optim.accum_freq, c.optim.grad_clip)
         self.window = MetricsWindow(device)
         self.collapse = CollapseWatch.for_run(c, self.warmup_steps)
+        self.heldout = HeldoutGuard.for_config(c, self.main)  # before the state: it holds the best so far
         self.semantic = CaptionFeatures.for_config(c, self.dataset, device, info, self.epoch, self.batch_in_epoch,
                                                    self.total_steps - self.step) if c.method == "alignclip" else None
         # The run folder comes last, once everything that can reject the settings has run: a failed start leaves none.
@@ -82,6 +82,8 @@ class Trainer:
             self.discard_failed_start()
             raise
         if state is not None:
+            if self.heldout is not None and state.get("heldout"):
+                self.heldout.load_state_dict(state["heldout"])
             set_rng_state(state["rng"])  # last: nothing above may draw from the restored generators
 
     def discard_failed_start(self) -> None:
@@ -97,7 +99,8 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
                 "scaler": self.scaler.state_dict() if self.scaler is not None else {},
                 "rng": rng_state(), "world_size": self.info.world_size, "batch_size": self.config.optim.batch_size,
-                "config": self.config.to_dict()}
+                "config": self.config.to_dict(), "heldout": self.heldout.state_dict() if self.heldout else {},
+                "adapter": adapter_state(self.model), "teacher_sha256": getattr(self.teacher, "sha256", None)}
 
     def _load_state(self, state: dict[str, Any]) -> None:
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
@@ -147,7 +150,7 @@ class Trainer:
         if self.main:
             where = f"resumed at step {self.step} from {self.last_checkpoint}" if self.step else "started"
             tqdm.write(f"run {self.run_dir}: {where}; {self.total_steps} steps of {c.optim.batch_size} samples on "
-                       f"{self.info.world_size} x {self.device.type} ({self.precision})")
+                       f"{self.info.world_size} x {self.device.type} ({self.precision}); {parameter_line(self.model)}")
             for line in run_length_notes(c.optim.warmup_steps, self.total_steps, c.optim.batch_size,
                                          from_scratch=c.model.init_from is None):
                 self._warn(line)
@@ -155,6 +158,8 @@ class Trainer:
         window_samples, stopped_by = 0, None
         loader = TrainLoader(self.dataset, c, self.info, self.collate, self.device.type == "cuda")
         try:
+            if self.heldout is not None and self.step == 0:
+                self._evaluate_heldout()  # the start point the end-of-run summary compares with
             with SignalCatcher() as signals:
                 while self.step < self.total_steps and stopped_by is None:
                     got_any, finished = False, True
@@ -175,6 +180,8 @@ class Trainer:
                             if self.step % c.logging.log_every == 0 or self.step == self.total_steps:
                                 self._log(bar, window_samples, time.perf_counter() - window_t0)
                                 window_samples, window_t0 = 0, time.perf_counter()
+                            if self.heldout is not None and self.heldout.due(self.step, self.total_steps):
+                                self._evaluate_heldout()
                             if c.logging.checkpoint_every and self.step % c.logging.checkpoint_every == 0:
                                 self._check_window_finite()
                                 self.save()
@@ -202,6 +209,8 @@ class Trainer:
             total_steps=self.total_steps, warmup_steps=self.warmup_steps, warnings=list(self.warnings))
         if self.main:
             tqdm.write("\n".join(summary_lines(result, start_step)))
+            if self.heldout is not None:
+                result.warnings += self.heldout.report(self.last_record, tqdm.write)
         return result
 
     def _sync(self, signal_name: str | None, batch: Batch) -> tuple[str | None, Batch]:
@@ -224,6 +233,9 @@ class Trainer:
         if n_local < 2:  # every rank agrees on this (trimmed to the minimum)
             if self.main:
                 tqdm.write(f"warning: step {self.step}: fewer than 2 readable samples in the batch, skipped")
+            # no step means no log line: judge the unreadable share here, or data that is all unreadable loops
+            check_skip_fraction(*(int(v) for v in all_reduce([float(self.skipped), float(self.attempted)],
+                                                             self.device)), self.config.data.max_skip_fraction)
             return 0
         self.schedule.step(self.step)
         semantic = self.semantic(batch.captions) if self.semantic is not None else None
@@ -233,6 +245,8 @@ class Trainer:
         if not result.finite:
             self._stop_nonfinite(self.step, self.step)
         self.window.add(self.step, result.values, result.nonfinite)
+        if self.heldout is not None and self.step == 0:
+            self.heldout.note_first_step(result.values)
         self.step += 1
         self.samples += n_local * self.info.world_size
         return n_local * self.info.world_size
@@ -262,6 +276,12 @@ class Trainer:
         warning = self.collapse.update(record)
         if warning and self.main:
             self._warn(warning)
+
+    def _evaluate_heldout(self) -> None:
+        """training/heldout.py: rank 0 evaluates, logs heldout/... and keeps checkpoints/best; the others wait."""
+        self.heldout.evaluate(unwrap(self.runner.model), self.step, self.device, self.run_dir, self.logger.log)
+        barrier()
+
 
 def train(config: TrainConfig | Mapping[str, Any] | None = None,
           dataset: torch.utils.data.Dataset | None = None) -> TrainResult:
