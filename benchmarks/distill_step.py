@@ -24,10 +24,11 @@ import torch
 import alignclip
 from alignclip.data.collate import Collate
 from alignclip.data.synthetic import SyntheticShapes
-from alignclip.training.config import RECIPES, load_config
-from alignclip.training.factory import create_loss
-from alignclip.training.init_model import build_run_model
-from alignclip.training.optim import build_optimizer
+from alignclip.training.recipes import RECIPES
+from alignclip.training.resolve import load_config
+from alignclip.training.objective import create_loss
+from alignclip.training.init_model import create_run_model
+from alignclip.training.optim import create_optimizer
 from alignclip.training.step import StepRunner
 
 TARGET = 1.4  # distillation may add at most 40% to the post-training step time
@@ -38,10 +39,10 @@ class Arm:
 
     def __init__(self, recipe: str, init: Path, batches: list, device: torch.device) -> None:
         config = load_config(overrides={**RECIPES[recipe], "model.init_from": str(init), "runtime.device": device.type})
-        self.model, teacher = build_run_model(config, device)
+        self.model, teacher = create_run_model(config, device)
         loss = create_loss(config, self.model.embed_dim, teacher)
         o = config.optim
-        optimizer = build_optimizer(self.model, o.lr, o.weight_decay, o.betas, o.eps)
+        optimizer = create_optimizer(self.model, o.lr, o.weight_decay, o.betas, o.eps)
         self.runner = StepRunner(self.model, loss, optimizer, None, "fp32", device, 1, None)
         self.batches, self.device, self.beta = batches, device, config.loss.beta
         g = torch.Generator().manual_seed(0)

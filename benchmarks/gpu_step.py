@@ -35,12 +35,12 @@ def time_method(method: str, preset: str, batch_size: int, steps: int, warmup: i
     from alignclip.losses import AlignCLIPLoss, ClipLoss
     from alignclip.semantic import SemanticEncoder
     from alignclip.training.config import METHOD_ARCHITECTURE
-    from alignclip.training.optim import build_optimizer
+    from alignclip.training.optim import create_optimizer
     from alignclip.training.step import StepRunner
 
     model = alignclip.create_model(preset, architecture=METHOD_ARCHITECTURE[method], seed=0).to(device)
     loss = AlignCLIPLoss() if method == "alignclip" else ClipLoss()
-    runner = StepRunner(model, loss, build_optimizer(model, 5e-4, 0.2, (0.9, 0.98), 1e-6), None, precision, device,
+    runner = StepRunner(model, loss, create_optimizer(model, 5e-4, 0.2, (0.9, 0.98), 1e-6), None, precision, device,
                         1, None)
     size, context = model.image_size, model.context_length
     batches = [Batch(images=torch.randn(batch_size, 3, size, size), tokens=torch.randint(1, 400, (batch_size, context)),

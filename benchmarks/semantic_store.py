@@ -180,7 +180,7 @@ def step_overhead(cache_root: Path, steps: int) -> dict[str, float]:
     from alignclip.data.synthetic import SyntheticShapes
     from alignclip.losses import AlignCLIPLoss
     from alignclip.semantic import SemanticEncoder
-    from alignclip.training.optim import build_optimizer
+    from alignclip.training.optim import create_optimizer
     from alignclip.training.step import StepRunner
 
     torch.set_num_threads(1)
@@ -194,7 +194,7 @@ def step_overhead(cache_root: Path, steps: int) -> dict[str, float]:
     for name, weighting in (("semantic", "logits"), ("none", "none")):
         model = alignclip.create_model("tiny", architecture="shared", seed=0)
         runners[name] = StepRunner(model, AlignCLIPLoss(weighting=weighting),
-                                   build_optimizer(model, 5e-4, 0.2, (0.9, 0.98), 1e-6), None, "fp32",
+                                   create_optimizer(model, 5e-4, 0.2, (0.9, 0.98), 1e-6), None, "fp32",
                                    torch.device("cpu"), 1, None)
     times: dict[str, list[float]] = {k: [] for k in runners}
     for i in range(steps + 2):  # interleaved, so load drift on a shared machine hits both alike

@@ -30,9 +30,9 @@ from alignclip.data.collate import Collate
 from alignclip.data.synthetic import SyntheticShapes
 from alignclip.training.config import METHOD_ARCHITECTURE
 from alignclip.training.distributed import DistInfo, device_for_rank
-from alignclip.training.optim import build_optimizer
+from alignclip.training.optim import create_optimizer
 from alignclip.training.step import StepRunner
-from alignclip.training.trainer import resolve_precision
+from alignclip.training.precision import resolve_precision
 
 METHODS = ("clip", "sharedclip", "alignclip")
 
@@ -47,7 +47,7 @@ class Bench:
 
         self.model = alignclip.create_model(preset, architecture=METHOD_ARCHITECTURE[method], seed=0).to(device)
         loss = AlignCLIPLoss() if method == "alignclip" else ClipLoss()
-        optimizer = build_optimizer(self.model, 5e-4, 0.2, (0.9, 0.98), 1e-6)
+        optimizer = create_optimizer(self.model, 5e-4, 0.2, (0.9, 0.98), 1e-6)
         scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
         self.runner = StepRunner(self.model, loss, optimizer, scaler, precision, device, 1, None)
         data = SyntheticShapes(batch_size * num_batches, seed=0, image_size=self.model.image_size)

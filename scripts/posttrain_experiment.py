@@ -78,7 +78,8 @@ def train_run(run: Path, steps: int, s: dict[str, Any], seed: int, recipe: str |
               init_from: Path | None, batch: int, timings: dict[str, float]) -> Path | None:
     """Train (or reuse) runs/<name>; the final checkpoint, or None when this build lacks the method's settings."""
     from alignclip.training import train
-    from alignclip.training.config import RECIPES, resolve_config
+    from alignclip.training.recipes import RECIPES
+    from alignclip.training.resolve import resolve_config
 
     final = run / "checkpoints" / f"step_{steps:06d}"
     if final.is_dir():

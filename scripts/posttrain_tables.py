@@ -110,7 +110,7 @@ def trainable_fraction(run: Path) -> str:
 
     import alignclip
     from alignclip.models.adapt import adapt_model, parameter_counts
-    from alignclip.training.config import from_dict
+    from alignclip.training.resolve import from_dict
 
     config = from_dict(yaml.safe_load((run / "config.yaml").read_text()))
     model = alignclip.load_checkpoint(config.model.init_from)

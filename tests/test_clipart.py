@@ -86,7 +86,7 @@ def test_clean_title_edge_cases(title, creator, expected) -> None:
 
 
 def test_build_clipart_writes_a_split_the_csv_reader_reads(tree: Path, tmp_path: Path) -> None:
-    from alignclip.data.sources import build_dataset
+    from alignclip.data.sources import create_dataset
 
     split = build_clipart(tmp_path / "out", tree, heldout_fraction=0.5, image_size=16, max_title_share=0.2)
     assert split.dropped == {"placeholder title": 1, "file name as title": 1, "author name as title": 1,
@@ -102,7 +102,7 @@ def test_build_clipart_writes_a_split_the_csv_reader_reads(tree: Path, tmp_path:
         relative = file.removeprefix("images-16/")
         bucket = int(hashlib.sha1(relative.encode()).hexdigest()[:16], 16) / 2 ** 64
         assert side == ("heldout" if bucket < 0.5 else "train"), title
-    dataset = build_dataset(f"tsv:{split.train}", image_size=16, train=False)
+    dataset = create_dataset(f"tsv:{split.train}", image_size=16, train=False)
     image = dataset.raw(0)[0]
     assert image.size == (16, 16) and image.mode == "RGB"
     assert image.getpixel((0, 0)) == (255, 255, 255)  # padding, and transparency flattened onto white

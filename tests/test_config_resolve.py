@@ -10,7 +10,9 @@ import yaml
 
 from alignclip.cli import train as cli_train
 from alignclip.training import config as config_module
-from alignclip.training.config import RECIPES, TrainConfig, load_config, reference_table, resolve_config
+from alignclip.training.config import TrainConfig, reference_table
+from alignclip.training.recipes import RECIPES
+from alignclip.training.resolve import load_config, resolve_config
 from alignclip.training.overrides import all_keys, parse_override, set_value, update, walk
 
 

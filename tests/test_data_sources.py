@@ -16,7 +16,7 @@ from alignclip.data.collate import Collate
 from alignclip.data.pack import pack
 from alignclip.data.shards import BadSample, TarShardDataset, iter_tar_groups
 from alignclip.data.streams import braceexpand, expand_urls
-from alignclip.data.sources import CsvDataset, FolderDataset, build_dataset
+from alignclip.data.sources import CsvDataset, FolderDataset, create_dataset
 from alignclip.data.synthetic import SyntheticShapes
 from alignclip.data.transforms import EvalTransform, TrainTransform
 
@@ -79,7 +79,7 @@ def test_csv_dataset_bad_rows_are_named(tmp_path):
     batch = Collate(FakeTokenizer())([ds[i] for i in range(7)])
     assert batch.num_skipped == 3 and batch.images.shape[0] == 4
     assert batch.bad_samples == [tuple(ds[i]) for i in (4, 5, 6)]  # named across worker processes
-    assert len(build_dataset(f"tsv:{tmp_path / 'train.tsv'}", 32, train=True, num_samples=2)) == 2
+    assert len(create_dataset(f"tsv:{tmp_path / 'train.tsv'}", 32, train=True, num_samples=2)) == 2
 
 
 def test_csv_dataset_errors(tmp_path):
@@ -138,7 +138,7 @@ def test_pack_csv_and_folder_sources(tmp_path):
     summary = pack(f"csv:{tmp_path / 'd.csv'}", str(tmp_path / "csv_shards"), samples_per_shard=2, progress=False)
     assert (summary.num_written, summary.num_skipped, len(summary.shards)) == (5, 1, 3)
     assert "skipped 1 bad samples" in str(summary)
-    back = list(build_dataset(f"wds:{tmp_path / 'csv_shards'}", 32, train=False))
+    back = list(create_dataset(f"wds:{tmp_path / 'csv_shards'}", 32, train=False))
     assert [s["caption"] for s in back] == [c for _, c in pairs] and back[0]["image"].shape == (3, 32, 32)
     for path, caption in pairs:
         Path(path).with_suffix(".txt").write_text(caption)
@@ -241,23 +241,23 @@ def test_truncation_anywhere_is_reported(tmp_path, shards):
 
 def test_build_dataset_specs_and_errors(tmp_path, shards):
     pattern, _ = shards
-    train = build_dataset("synthetic", 32, train=True, seed=1)
+    train = create_dataset("synthetic", 32, train=True, seed=1)
     assert isinstance(train, SyntheticShapes) and len(train) == 100_000 and train.train
-    assert len(build_dataset("synthetic:77", 32, train=False)) == 77
-    assert len(build_dataset("synthetic", 32, train=False, num_samples=5)) == 5
-    wds = build_dataset(f"wds:{pattern}", 24, train=True, rank=1, world_size=2, resampled=None)
+    assert len(create_dataset("synthetic:77", 32, train=False)) == 77
+    assert len(create_dataset("synthetic", 32, train=False, num_samples=5)) == 5
+    wds = create_dataset(f"wds:{pattern}", 24, train=True, rank=1, world_size=2, resampled=None)
     assert isinstance(wds, TarShardDataset) and isinstance(wds.transform, TrainTransform) and wds.rank == 1
-    assert isinstance(build_dataset(pattern, 24, train=False).transform, EvalTransform)  # bare pattern
+    assert isinstance(create_dataset(pattern, 24, train=False).transform, EvalTransform)  # bare pattern
     with pytest.raises(ValueError, match="unknown dataset"):
-        build_dataset("imagenet", 32, train=True)
+        create_dataset("imagenet", 32, train=True)
     with pytest.raises(ValueError, match="do not apply"):
-        build_dataset("synthetic", 32, train=True, shuffle_buffer=10)
+        create_dataset("synthetic", 32, train=True, shuffle_buffer=10)
     with pytest.raises(ValueError, match="no tar shards matched"):
-        build_dataset(f"wds:{tmp_path}/*.tar", 32, train=True)
+        create_dataset(f"wds:{tmp_path}/*.tar", 32, train=True)
     with pytest.raises(FileNotFoundError, match="shards not found"):
-        build_dataset(f"wds:{tmp_path}/x-{{0..3}}.tar", 32, train=True)
+        create_dataset(f"wds:{tmp_path}/x-{{0..3}}.tar", 32, train=True)
     with pytest.raises(FileNotFoundError):
-        build_dataset(f"captions:{tmp_path}/none", 32, train=True)
+        create_dataset(f"captions:{tmp_path}/none", 32, train=True)
 
 
 def test_cli_data_pack(tmp_path, capsys):

@@ -72,11 +72,11 @@ def test_comma_csv_trains_and_packs_the_same(tmp_path: Path, micro_preset: str) 
     """The defaults (no separator set) train from a comma CSV, and `data pack` reads the same samples."""
     from alignclip.cli.main import main
     from alignclip.training import load_config
-    from alignclip.training.data import build_train_dataset
+    from alignclip.training.data import create_train_dataset
     from alignclip.training.distributed import DistInfo
 
     path, captions = _comma_csv(tmp_path)
-    dataset = build_train_dataset(load_config(overrides=[f"data.train=csv:{path}"]), 16, DistInfo())
+    dataset = create_train_dataset(load_config(overrides=[f"data.train=csv:{path}"]), 16, DistInfo())
     assert len(dataset) == len(captions) and dataset.captions == captions  # type: ignore[attr-defined]
 
     assert main(["train", "--method", "clip", "--preset", micro_preset, "--device", "cpu", "--workers", "0",

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from alignclip.evaluation.result import EvalResult
 from alignclip.training import train
-from alignclip.training.config import from_dict, resolve_config
+from alignclip.training.resolve import from_dict, resolve_config
 from alignclip.training.heldout import HeldoutGuard, heldout_record, known_metrics
 from alignclip.training.metrics import read_metrics
 

@@ -9,7 +9,7 @@ import torch
 
 import alignclip
 from alignclip.cli.main import main
-from alignclip.evaluation.report import write_comparison
+from alignclip.evaluation.compare import write_comparison
 from alignclip.evaluation.result import EvalResult
 from alignclip.evaluation.tradeoff import RETRIEVAL, ZEROSHOT, tradeoff_lines
 from alignclip.models.interpolate import interpolate_state_dicts

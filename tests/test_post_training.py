@@ -13,8 +13,8 @@ import alignclip
 from alignclip.cli import train as cli_train
 from alignclip.training import load_config, train
 from alignclip.training.checkpoint import load_trainer_state
-from alignclip.training.config import RECIPES
-from alignclip.training.init_model import build_model
+from alignclip.training.recipes import RECIPES
+from alignclip.training.init_model import create_initial_model
 from alignclip.training.metrics import read_metrics
 from alignclip.training.health import fitted_warmup
 from alignclip.training.optim import lr_at
@@ -74,7 +74,7 @@ def test_imsep_post_training_of_a_clip_checkpoint(tmp_path, cache, clip_checkpoi
 
 def test_open_clip_layout_file_and_architecture_checks(tmp_path, cache, open_clip_file) -> None:
     original = torch.load(open_clip_file, weights_only=True)
-    model = build_model(config(tmp_path, cache, f"model.init_from={open_clip_file}"))
+    model = create_initial_model(config(tmp_path, cache, f"model.init_from={open_clip_file}"))
     assert model.architecture == "clip"  # method alignclip: the checkpoint, not the method, fixes the architecture
     assert all(torch.equal(v, original[f"module.{k}"]) for k, v in model.state_dict().items())
 
@@ -84,7 +84,7 @@ def test_open_clip_layout_file_and_architecture_checks(tmp_path, cache, open_cli
     assert "'model.architecture': 'shared' contradicts model.init_from" in message and "\n" not in message
     assert not (tmp_path / "a").exists()  # refused before a run folder was made
     with pytest.raises(ValueError, match="which method 'sharedclip' cannot train .*use method clip or alignclip"):
-        build_model(config(tmp_path, cache, "method=sharedclip", f"model.init_from={open_clip_file}"))
+        create_initial_model(config(tmp_path, cache, "method=sharedclip", f"model.init_from={open_clip_file}"))
 
     result = train(config(tmp_path / "b", cache, "method=alignclip", "optim.steps=2", "optim.batch_size=8",
                           f"model.init_from={open_clip_file}"))
@@ -93,9 +93,9 @@ def test_open_clip_layout_file_and_architecture_checks(tmp_path, cache, open_cli
 
 def test_shared_checkpoint_cannot_be_trained_as_two_towers(tmp_path, cache) -> None:
     shared = alignclip.save_checkpoint(alignclip.create_model(MICRO, "shared"), tmp_path / "shared")
-    assert build_model(config(tmp_path, cache, "method=sharedclip", f"model.init_from={shared}")).architecture == "shared"
+    assert create_initial_model(config(tmp_path, cache, "method=sharedclip", f"model.init_from={shared}")).architecture == "shared"
     with pytest.raises(ValueError, match="'shared', which method 'clip' cannot train .*use method sharedclip"):
-        build_model(config(tmp_path, cache, "method=clip", f"model.init_from={shared}"))
+        create_initial_model(config(tmp_path, cache, "method=clip", f"model.init_from={shared}"))
 
 
 def test_resuming_a_post_training_run_needs_no_init_file(tmp_path, cache) -> None:

@@ -8,7 +8,6 @@ import os
 import pathlib
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from alignclip.rundir import latest_checkpoint, list_checkpoints
 from alignclip.training.checkpoint import clean_debris, save_training_checkpoint
 from alignclip.training.distributed import DistInfo
 from alignclip.training.trainer import Trainer
+from conftest import spawn_train_ranks
 
 
 
@@ -328,23 +328,12 @@ def test_resume_with_other_settings_is_an_error_unless_allowed(run_copy, capsys)
 
 # ---------------------------------------------------------------------------------------- 7: DDP timeout
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("when", ["joining", "training"])
 def test_a_stalled_rank_times_out_with_a_clear_message(tmp_path, preset, when) -> None:
-    port, ranks = free_port(), []
-    args = [sys.executable, "-m", "alignclip.cli.train",
-            *micro_args(preset, tmp_path, "--name", "ddp", "--steps", "100000", "--set", "runtime.dist_timeout_s=3",
-                        "--set", "logging.checkpoint_every=0", "--set", "logging.log_every=1")]
-    for rank in range(2):
-        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank), "OMP_NUM_THREADS": "1",
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "PYTHONUNBUFFERED": "1"}
-        ranks.append(subprocess.Popen(args, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    ranks = spawn_train_ranks(micro_args(preset, tmp_path, "--name", "ddp", "--steps", "100000", "--set",
+                                         "runtime.dist_timeout_s=3", "--set", "logging.checkpoint_every=0", "--set",
+                                         "logging.log_every=1"))
     try:
         if when == "training":
             metrics = tmp_path / "ddp" / "metrics.jsonl"

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -16,14 +13,13 @@ import torch.nn.functional as F
 import alignclip
 from alignclip.losses import AlignCLIPLoss, ClipLoss, CompositeLoss, SigLipIMSepLoss, SigLipLoss
 from alignclip.training import load_config, train
-from alignclip.training.config import resolve_config
-from alignclip.training.factory import create_loss
-from alignclip.training.init_model import build_model
+from alignclip.training.resolve import resolve_config
+from alignclip.training.objective import create_loss
+from alignclip.training.init_model import create_initial_model
 from alignclip.training.metrics import read_metrics
-from conftest import MICRO
+from conftest import MICRO, spawn_train_ranks
 from test_losses import ref_separation
 from test_sigmoid_loss import open_clip_formula
-from test_train_distributed import free_port
 
 
 def _overrides(preset: str, tmp_path, cache, steps: int = 4) -> list[str]:
@@ -53,11 +49,11 @@ def test_the_loss_a_run_builds(micro_preset: str) -> None:
 
 
 def test_a_fresh_sigmoid_model_starts_where_siglip_does(micro_preset: str) -> None:
-    model = build_model(load_config(overrides=["method=clip", "loss.contrastive=sigmoid",
+    model = create_initial_model(load_config(overrides=["method=clip", "loss.contrastive=sigmoid",
                                                f"model.preset={micro_preset}"]))
     assert model.logit_bias is not None and model.logit_bias.item() == -10.0
     assert model.logit_scale.exp().item() == pytest.approx(10.0)
-    plain = build_model(load_config(overrides=["method=clip", f"model.preset={micro_preset}"]))
+    plain = create_initial_model(load_config(overrides=["method=clip", f"model.preset={micro_preset}"]))
     assert plain.logit_bias is None and plain.logit_scale.exp().item() == pytest.approx(1 / 0.07)
 
 
@@ -102,7 +98,7 @@ def test_posttrain_on_a_siglip_trains_sigmoid_and_imsep_and_moves_the_bias(micro
 def test_sigmoid_post_training_of_a_clip_adds_a_bias(micro_preset, tmp_path) -> None:
     clip = tmp_path / "clip"
     alignclip.save_checkpoint(alignclip.create_model(MICRO, "clip", seed=0), clip)
-    model = build_model(load_config(overrides=["method=clip", "loss.contrastive=sigmoid", f"model.init_from={clip}"]))
+    model = create_initial_model(load_config(overrides=["method=clip", "loss.contrastive=sigmoid", f"model.init_from={clip}"]))
     assert model.logit_bias.item() == -10.0 and model.config.logit_bias == -10.0
     assert model.logit_scale.exp().item() == pytest.approx(1 / 0.07)  # the trained temperature is kept
     assert "logit_bias" in dict(model.named_parameters())
@@ -119,15 +115,7 @@ def test_ddp_posttrain_of_a_siglip_has_no_unused_parameter(micro_preset, tmp_pat
     overrides = _overrides(micro_preset, tmp_path, cache, steps=3)[1:] + [
         f"model.init_from={tmp_path / 'siglip'}", f"loss.contrastive={contrastive}"]
     single = train(resolve_config(recipe="posttrain", overrides=overrides + ["logging.name=single"]))
-    port = free_port()
-    args = [sys.executable, "-m", "alignclip.cli.train", "--recipe", "posttrain", "--name", "ddp"]
-    for item in overrides:
-        args += ["--set", item]
-    ranks = []
-    for rank in range(2):
-        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank),
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
-        ranks.append(subprocess.Popen(args, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    ranks = spawn_train_ranks(["--recipe", "posttrain", "--name", "ddp"], overrides)
     outputs = [p.communicate(timeout=300)[0] for p in ranks]
     assert [p.returncode for p in ranks] == [0, 0], "\n".join(outputs)
     one, two = read_metrics(single.run_dir), read_metrics(tmp_path / "ddp")

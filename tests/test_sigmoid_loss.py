@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from alignclip.losses import ClipLoss, SigLipLoss, accumulated_backward
+from alignclip.losses import ClipLoss, MicroBatch, SigLipLoss, accumulated_backward
 from alignclip.losses.sigmoid_loss import INIT_LOGIT_BIAS, INIT_LOGIT_SCALE
 
 
@@ -125,7 +125,7 @@ def test_infonce_takes_a_bias_and_is_unchanged_by_it() -> None:
 def test_gradient_accumulation_equals_big_batch() -> None:
     ref_loss, ref_grads = _full_batch_grads()
     model, data = _BiasEncoder(), _data()
-    micro = [{k: v[i:i + 2] for k, v in data.items()} for i in range(0, 8, 2)]
+    micro = [MicroBatch(**{k: v[i:i + 2] for k, v in data.items()}) for i in range(0, 8, 2)]
     terms, _ = accumulated_backward(model, SigLipLoss(), micro)
     assert terms["loss"].item() == pytest.approx(ref_loss, rel=1e-5)
     for n, p in model.named_parameters():

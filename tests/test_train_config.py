@@ -10,10 +10,13 @@ import torch
 import alignclip
 from alignclip.cli import train as cli_train
 from alignclip.training.checkpoint import (list_checkpoints, load_trainer_state, load_weights, resolve_resume,
-                                          rng_state, save_training_checkpoint, set_rng_state)
-from alignclip.training.config import TrainConfig, load_config, read_config_file, save_config
+                                          save_training_checkpoint)
+from alignclip.training.config import TrainConfig
+from alignclip.training.overrides import read_config_file
+from alignclip.training.resolve import load_config, save_config
+from alignclip.training.rng import rng_state, set_rng_state
 from alignclip.training.data import EpochBatchSampler
-from alignclip.training.optim import CosineSchedule, build_optimizer, exclude_from_weight_decay, lr_at
+from alignclip.training.optim import CosineSchedule, create_optimizer, exclude_from_weight_decay, lr_at
 
 
 # ------------------------------------------------------------------------------------------------ config
@@ -99,7 +102,7 @@ def test_weight_decay_split_follows_open_clip() -> None:
     for name in ("text_projection", "visual.proj", "visual.conv1.weight",
                  "transformer.resblocks.0.attn.in_proj_weight", "transformer.resblocks.0.mlp.c_fc.weight"):
         assert name not in excluded, name
-    optimizer = build_optimizer(model, 1e-3, 0.2, (0.9, 0.98), 1e-6)
+    optimizer = create_optimizer(model, 1e-3, 0.2, (0.9, 0.98), 1e-6)
     decays = sorted(g["weight_decay"] for g in optimizer.param_groups)
     assert decays == [0.0, 0.2]
 

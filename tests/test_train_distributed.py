@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,15 +12,9 @@ from safetensors.torch import load_file
 
 from alignclip.training import load_config, train
 from alignclip.training.metrics import read_metrics
-from conftest import MICRO
+from conftest import MICRO, spawn_train_ranks
 
 STEPS = 12
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
@@ -41,15 +31,7 @@ def test_two_gloo_processes_match_one_process(tmp_path, tmp_path_factory, method
 
     single = train(load_config(overrides=overrides + ["logging.name=single"]))
 
-    port = free_port()
-    args = [sys.executable, "-m", "alignclip.cli.train", "--name", "ddp"]
-    for item in overrides:
-        args += ["--set", item]
-    ranks = []
-    for rank in range(2):
-        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank),
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
-        ranks.append(subprocess.Popen(args, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    ranks = spawn_train_ranks(["--name", "ddp"], overrides)
     outputs = [p.communicate(timeout=180)[0] for p in ranks]
     assert [p.returncode for p in ranks] == [0, 0], "\n".join(outputs)
     assert "on 2 x cpu" in outputs[0]
@@ -81,14 +63,7 @@ def test_ddp_prefill_longer_than_the_dist_timeout(tmp_path, micro_preset) -> Non
                  f"runtime.dist_timeout_s={timeout_s}", "logging.progress=false", "logging.tensorboard=false",
                  "logging.checkpoint_every=0", f"loss.semantic_cache_dir={tmp_path / 'cache'}",
                  f"logging.out={tmp_path}"]
-    args = [sys.executable, "-m", "alignclip.cli.train", "--name", "ddp"]
-    for item in overrides:
-        args += ["--set", item]
-    port, ranks = free_port(), []
-    for rank in range(2):
-        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank),
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
-        ranks.append(subprocess.Popen(args, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    ranks = spawn_train_ranks(["--name", "ddp"], overrides)
     outputs = [p.communicate(timeout=600)[0] for p in ranks]
     assert [p.returncode for p in ranks] == [0, 0], "\n".join(outputs)
     done = [re.search(r"rank (\d)/2: encoded (\d+) new captions in ([\d.]+)s", out) for out in outputs]

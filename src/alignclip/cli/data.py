@@ -115,11 +115,11 @@ def run_inspect(args: argparse.Namespace) -> int:
     from torch.utils.data import IterableDataset
 
     from alignclip.data.shards import BadSample
-    from alignclip.data.sources import build_dataset
+    from alignclip.data.sources import create_dataset
 
     size, why = _input_size(args)
     print(f"images at the model's input size: {size} x {size} px ({why})")
-    dataset = build_dataset(_spec(args), image_size=size, train=False)
+    dataset = create_dataset(_spec(args), image_size=size, train=False)
     if isinstance(dataset, IterableDataset):
         print(f"{args.source}: {type(dataset).__name__}, {len(dataset.shards)} shards")  # type: ignore[attr-defined]
         samples = itertools.islice(iter(dataset), args.num)

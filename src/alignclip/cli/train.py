@@ -70,7 +70,8 @@ FLAG_KEYS = {"method": "method", "preset": "model.preset", "data": "data.train",
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from alignclip.training.config import METHODS, RECIPES
+    from alignclip.training.config import METHODS
+    from alignclip.training.recipes import RECIPES
     p.add_argument("--config", metavar="FILE", help="YAML (.yaml/.yml) or TOML (.toml) config file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config key, e.g. --set optim.lr=1e-3 (repeatable)")
@@ -130,7 +131,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _recipe_text(name: str) -> str:
-    from alignclip.training.config import RECIPES
+    from alignclip.training.recipes import RECIPES
     return " ".join(f"{key}={value}" for key, value in RECIPES[name].items())
 
 
@@ -142,8 +143,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def build_config(args: argparse.Namespace):  # -> TrainConfig (import kept lazy for a fast --help)
-    """The run's config from the parsed flags: one call of training.config.resolve_config (its docstring: order)."""
-    from alignclip.training.config import resolve_config
+    """The run's config from the parsed flags: one call of training.resolve.resolve_config (its docstring: order)."""
+    from alignclip.training.resolve import resolve_config
 
     flags = {key: getattr(args, flag) for flag, key in FLAG_KEYS.items() if getattr(args, flag) is not None}
     return resolve_config(args.config, args.recipe, flags, args.overrides, args.resume)

@@ -130,7 +130,7 @@ def _samples(source: str | DataSpec, num_samples: int | None, image_size: int,
 def pack(source: str | DataSpec, out_dir: str, samples_per_shard: int = 1000, num_samples: int | None = None,
          image_format: str = "jpg", image_size: int = 64, seed: int = 0, quality: int = 95,
          overwrite: bool = False, progress: bool = True) -> PackSummary:
-    """Write `source` (a build_dataset spec, read as training reads it) as WebDataset shards in `out_dir`;
+    """Write `source` (a create_dataset spec, read as training reads it) as WebDataset shards in `out_dir`;
     image_size only affects synthetic. CSV options (columns, sep): `parse_spec(source, image_key=...)`."""
     existing = sorted(glob.glob(os.path.join(out_dir, "shard-*.tar")))
     if existing and not overwrite:

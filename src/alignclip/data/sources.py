@@ -1,4 +1,4 @@
-"""User data sources (CSV/TSV, image folders with sidecar captions, WebDataset shards) and `build_dataset`.
+"""User data sources (CSV/TSV, image folders with sidecar captions, WebDataset shards) and `create_dataset`.
 
 Configuration errors (missing path, wrong columns, nothing usable) raise one-line errors at construction, before any
 training starts; per-sample problems (unreadable image, missing file, empty caption) become `None` samples that the
@@ -157,7 +157,7 @@ class FolderDataset(_PairDataset):
             return BadSample(path, f"caption file cannot be read: {error.strerror or error}")
 
 
-def build_dataset(spec: str | DataSpec, image_size: int, train: bool, num_samples: int | None = None, seed: int = 0,
+def create_dataset(spec: str | DataSpec, image_size: int, train: bool, num_samples: int | None = None, seed: int = 0,
                   rank: int = 0, world_size: int = 1, **kw: Any) -> torch.utils.data.Dataset:
     """Dataset from a spec string, with TrainTransform (train) or EvalTransform (eval) for user images.
 
@@ -183,4 +183,4 @@ def build_dataset(spec: str | DataSpec, image_size: int, train: bool, num_sample
                            num_samples=num_samples, **kw)
 
 
-__all__ = ["CsvDataset", "FolderDataset", "build_dataset", "read_image"]
+__all__ = ["CsvDataset", "FolderDataset", "create_dataset", "read_image"]

@@ -30,7 +30,7 @@ DEMO_METHODS: dict[str, Callable[["DemoSettings", int], dict[str, Any]]] = {
 
 def _posttrain(method: str, weighting: str | None = None) -> dict[str, Any]:
     """The `posttrain` recipe's optimizer (lower lr, short warm-up, no beta ramp) with `method` and `weighting`."""
-    from alignclip.training.config import RECIPES
+    from alignclip.training.recipes import RECIPES
 
     recipe = dict(RECIPES["posttrain"], method=method)
     if weighting is None:

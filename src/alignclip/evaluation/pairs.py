@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from alignclip.data.shards import BadSample, TarShardDataset, check_raw
-from alignclip.data.sources import build_dataset, read_image
+from alignclip.data.sources import create_dataset, read_image
 from alignclip.data.spec import parse_spec
 from alignclip.data.transforms import EvalTransform
 from alignclip.evaluation.features import TokenizeFn, encode_texts, extract_features
@@ -56,7 +56,7 @@ class PairFeatures:
 
 def _rows(spec: str, image_size: int, **options: Any) -> Iterator[tuple[str, str, Any, str] | BadSample]:
     """(group key, image name, PIL image loader, caption) per usable row, or a BadSample."""
-    dataset = build_dataset(spec, image_size=image_size, train=False, **options)
+    dataset = create_dataset(spec, image_size=image_size, train=False, **options)
     if isinstance(dataset, TarShardDataset):
         for raw in dataset.iter_raw():
             item = check_raw(raw)

@@ -29,10 +29,10 @@ def list_captions(spec: object, rank: int, world_size: int, num_samples: int | N
                   seed: int = 0) -> tuple[Iterable[str], list[str] | None]:
     """(captions, None) for a map-style spec (all ranks list all of them); (this rank's captions, its shards) for
     tar shards."""
-    from alignclip.data.sources import build_dataset
+    from alignclip.data.sources import create_dataset
     from alignclip.training.data import can_list_captions, caption_of
 
-    dataset = build_dataset(spec, image_size=32, train=True, num_samples=num_samples, seed=seed)  # type: ignore
+    dataset = create_dataset(spec, image_size=32, train=True, num_samples=num_samples, seed=seed)  # type: ignore
     if can_list_captions(dataset):
         return (c for c in (caption_of(dataset, i) for i in range(len(dataset))) if c), None  # type: ignore
     shards = list(dataset.shards)[rank::world_size]  # type: ignore[attr-defined]

@@ -4,10 +4,11 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from .config import TrainConfig, from_dict, load_config, save_config
+from .config import TrainConfig
+from .resolve import from_dict, load_config, save_config
 
 # The trainer (torch) is imported on first use, so that the config alone (`alignclip train --help`) stays quick.
-_LAZY = {"NonFiniteLossError": ".result", "TrainResult": ".result", "train": ".trainer"}
+_LAZY = {"NonFiniteLossError": ".result", "TrainResult": ".result", "train": ".launch"}
 
 __all__ = ["NonFiniteLossError", "TrainConfig", "TrainResult", "from_dict", "load_config", "save_config", "train"]
 

@@ -11,17 +11,17 @@ from __future__ import annotations
 import errno
 import os
 import pickle
-import random
 import re
 import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from alignclip.rundir import STATE_FILE, STEP_DIR, RunDir, list_checkpoints
+
+from .config import TrainConfig, changed_settings
 
 _DEBRIS = re.compile(r"^\.(tmp|old)-step_\d+-(\d+)$")  # .tmp-: a save in progress; .old-: a prune in progress
 STATE_KEYS = ("step", "epoch", "batch_in_epoch", "samples", "skipped", "attempted", "optimizer", "schedule", "rng",
@@ -217,26 +217,18 @@ def load_trainer_state(checkpoint: str | Path, keys: tuple[str, ...] = ("step",)
     return state
 
 
-def rng_state() -> dict[str, Any]:
-    """Python, NumPy and torch (CPU and CUDA) generator states, as weights_only-loadable values."""
-    np_state = np.random.get_state()
-    state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+def checked_resume_state(config: TrainConfig, checkpoint: Path, is_main: bool) -> dict[str, Any]:
+    """The checkpoint's trainer state, after checking that this run may continue it (same batch size, and
+    the same method, model and data unless resume_allow_changes); rank 0 clears what killed saves left."""
+    state = load_trainer_state(checkpoint, STATE_KEYS)
+    if state["batch_size"] != config.optim.batch_size:
+        raise ValueError(f"cannot resume: the checkpoint was trained with optim.batch_size={state['batch_size']}"
+                         f", this run asks for {config.optim.batch_size} (the data position would not match)")
+    changes = changed_settings(state["config"], config)
+    if changes and not config.resume_allow_changes:
+        raise ValueError(f"cannot resume {checkpoint} with other settings of what is trained: "
+                         f"{'; '.join(changes)} (start a new run, or allow it with --set "
+                         "resume_allow_changes=true)")
+    if is_main:
+        clean_debris(checkpoint.parent)
     return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    n = state["numpy"]
-    np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])

@@ -3,7 +3,8 @@
 Why dataclasses and not argparse flags (open_clip's way): the same object is built by the CLI, by a YAML/TOML file
 and by Python callers (the demo), every value is type-checked against its field, and the resolved config is written
 next to the checkpoints so that ``--resume`` continues with exactly what was trained. The generic dotted-key engine
-is training/overrides.py; this file holds the schema, its checks and the one layering order (recipes: recipes.py).
+is training/overrides.py; this file holds the schema and its checks. The one layering order is resolve.py, the
+recipes are recipes.py.
 """
 from __future__ import annotations
 
@@ -11,17 +12,12 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
-
-import yaml
-
-from alignclip.rundir import RunDir
+from typing import Any, Literal, Mapping
 
 from .adapt_config import AdaptSection, adapt_checks
 from .heldout_config import EvalSection, eval_checks
-from .overrides import (lookup, markdown_table, parse_override, plain, read_config_file, set_value, setting, update,
-                        values)
-from .recipes import RECIPES, recipes_table
+from .overrides import lookup, markdown_table, plain, setting, values
+from .recipes import recipes_table
 
 METHODS = ("clip", "sharedclip", "alignclip")
 MAX_SEED = 2**32 - 1  # seeds feed numpy (32 bit) and derived torch seeds (seed * 100_003 + epoch must fit 64 bits)
@@ -146,7 +142,7 @@ class TrainConfig:
 
     @property
     def architecture(self) -> str:
-        """The architecture of a fresh model; with model.init_from the checkpoint's wins (init_model.build_model)."""
+        """The architecture of a fresh model; with model.init_from the checkpoint's wins (init_model.create_initial_model)."""
         return self.model.architecture or METHOD_ARCHITECTURE[self.method]
 
     @property
@@ -241,73 +237,6 @@ def check_architecture(method: str, architecture: str, what: str) -> None:
            "sharedclip": "method 'sharedclip' is the CLIP loss on one shared transformer, which a two-tower "
                          "model does not have"}[method]
     raise ValueError(f"{what} {architecture!r}, which method {method!r} cannot train ({why}; use method {fits})")
-
-
-def resolve_config(file: str | Path | None = None, recipe: str | None = None, flags: Mapping[str, Any] | None = None,
-                   overrides: Sequence[str] = (), resume: str | None = None) -> TrainConfig:
-    """A run's config, in one order (later wins): defaults < the resumed run's saved config.yaml < RECIPES[recipe]
-    < file < flags (a {"a.b": value} mapping) < overrides ("a.b=value" strings).
-
-    `resume` (or a `resume` set by the layers): "latest", a run or a checkpoint folder. A first pass over the layers
-    gives the logging.out/name that checkpoint.resolve_resume needs; the result's `resume` is the checkpoint folder.
-    The saved config is checked alone first, so its errors name the file; its resume_allow_changes is dropped (a
-    permission for one resume, not for every later one)."""
-    if recipe is not None and recipe not in RECIPES:
-        raise ValueError(f"unknown recipe {recipe!r} (known: {', '.join(sorted(RECIPES))})")
-    layers = [(f"recipe {recipe}", RECIPES[recipe] if recipe else {}),
-              (str(file), read_config_file(file) if file is not None else {}), (None, dict(flags or {}))]
-
-    def layered(config: TrainConfig) -> TrainConfig:
-        for source, data in layers:
-            update(config, data, source)
-        for item in overrides:
-            set_value(config, *parse_override(item), from_text=True)
-        return config
-
-    config = layered(TrainConfig())
-    resume = resume or config.resume
-    if not resume:
-        return config.validate()
-    from .checkpoint import resolve_resume  # torch: imported only when resuming, to keep `--help` fast
-    checkpoint = resolve_resume(resume, config.logging.out, config.logging.name)
-    saved = RunDir.of_checkpoint(checkpoint).config_path  # type: ignore[union-attr]
-    if saved.is_file():  # the resumed run's own settings, then whatever was given explicitly now
-        settings = read_config_file(saved)
-        if not settings:
-            raise ValueError(f"{saved}: empty config of the resumed run (expected its settings, as written)")
-        settings.pop("resume_allow_changes", None)
-        try:
-            base = from_dict(settings)
-        except ValueError as e:
-            raise ValueError(f"{saved}: {e}") from None
-        config = layered(base)
-    config.resume = str(checkpoint)
-    return config.validate()
-
-
-def load_config(path: str | Path | None = None, overrides: Sequence[str] | Mapping[str, Any] = (),
-                base: TrainConfig | Mapping[str, Any] | None = None) -> TrainConfig:
-    """defaults (or `base`) <- YAML/TOML file <- overrides ("a.b=value" strings or a {"a.b": value} mapping); what
-    resolve_config (the CLI's) adds: recipes, flags and the resumed run's settings."""
-    config = from_dict(base) if isinstance(base, Mapping) else (base or TrainConfig())
-    if path is not None:
-        update(config, read_config_file(path), source=str(path))
-    if isinstance(overrides, Mapping):
-        update(config, dict(overrides))
-    else:
-        for item in overrides:
-            set_value(config, *parse_override(item), from_text=True)
-    return config.validate()
-
-
-def from_dict(data: Mapping[str, Any], source: str | None = None) -> TrainConfig:
-    config = TrainConfig()
-    update(config, data, source)
-    return config.validate()
-
-
-def save_config(config: TrainConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
 def reference_table() -> str:

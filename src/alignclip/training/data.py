@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import torch
+from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
 from .config import TrainConfig
@@ -63,15 +64,15 @@ def _worker_init(worker_id: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def build_train_dataset(config: TrainConfig, image_size: int, info: DistInfo) -> Dataset:
-    from alignclip.data.sources import build_dataset
+def create_train_dataset(config: TrainConfig, image_size: int, info: DistInfo) -> Dataset:
+    from alignclip.data.sources import create_dataset
     from alignclip.data.spec import with_csv_settings
 
     d = config.data  # csv_separator null/"auto": tsv reads tabs, csv detects (the one rule: data.spec.csv_separator)
     spec = with_csv_settings(d.train, d.csv_image_key, d.csv_caption_key, d.csv_separator)
     kind = spec.kind
     seed = d.synthetic_seed if kind == "synthetic" else config.runtime.seed
-    return build_dataset(spec, image_size=image_size, train=True,
+    return create_dataset(spec, image_size=image_size, train=True,
                          num_samples=SYNTHETIC_SIZE if kind == "synthetic" and d.num_samples is None else d.num_samples,
                          seed=seed, rank=info.rank, world_size=info.world_size)
 
@@ -216,3 +217,11 @@ def planned_indices(dataset: Dataset, config: TrainConfig, start_epoch: int, sta
         left -= take
         epoch, batch = epoch + 1, 0
     return list(seen)
+
+
+def create_collate(model: nn.Module) -> Any:
+    """Batches tokenized with the model's own vocabulary (a SigLIP folder's files), else alignclip's CLIP BPE."""
+    from alignclip.data.collate import Collate
+    from alignclip.evaluation.features import default_tokenizer
+
+    return Collate(default_tokenizer(model), image_size=model.image_size)

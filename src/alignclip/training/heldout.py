@@ -20,7 +20,7 @@ import torch
 from alignclip.evaluation.gap import GAP_KEYS
 from alignclip.evaluation.result import EvalResult, better
 
-from .checkpoint import rng_state, set_rng_state
+from .rng import rng_state, set_rng_state
 from .config import TrainConfig
 
 PREFIX = "heldout/"

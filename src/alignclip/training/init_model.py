@@ -16,6 +16,7 @@ from alignclip.models.config import load_model_config
 from alignclip.rundir import resolve_checkpoint
 
 from .config import TrainConfig, check_architecture
+from .distributed import DistInfo
 
 
 def resolve_init_from(path: str) -> Path:
@@ -38,7 +39,7 @@ def add_logit_bias(model: ContrastiveModel, value: float = INIT_LOGIT_BIAS) -> N
     model.logit_bias = nn.Parameter(torch.tensor(float(value), device=model.logit_scale.device))
 
 
-def build_model(config: TrainConfig, resume_from: Path | None = None) -> ContrastiveModel:
+def create_initial_model(config: TrainConfig, resume_from: Path | None = None) -> ContrastiveModel:
     """The run's model on CPU. Resuming a post-training run rebuilds it from the resumed checkpoint (our format,
     which records the model config), so the original init_from file need not exist any more."""
     from alignclip.models.factory import create_model
@@ -64,7 +65,7 @@ def build_model(config: TrainConfig, resume_from: Path | None = None) -> Contras
     return model
 
 
-def build_run_model(config: TrainConfig, device: torch.device, resume_from: Path | None = None,
+def create_run_model(config: TrainConfig, device: torch.device, resume_from: Path | None = None,
                     state: dict[str, Any] | None = None) -> tuple[ContrastiveModel, ContrastiveModel | None]:
     """(the model to train, on `device`, with the resumed weights, locks and LoRA adapters in place; the HyCD
     teacher or None). Adapters go in after the resumed weights are loaded (the checkpoint holds plain merged
@@ -74,7 +75,7 @@ def build_run_model(config: TrainConfig, device: torch.device, resume_from: Path
     from .checkpoint import load_weights, nonfinite_weights
     from .teacher import create_teacher
 
-    model = build_model(config, resume_from)
+    model = create_initial_model(config, resume_from)
     if resume_from is not None:
         load_weights(model, resume_from)
         if nonfinite_weights(model):  # a checkpoint copied in or edited by hand
@@ -84,3 +85,13 @@ def build_run_model(config: TrainConfig, device: torch.device, resume_from: Path
     if state is not None and state.get("adapter"):
         load_adapter_state(model, state["adapter"], str(resume_from))
     return model.to(device), create_teacher(config, model, device, state)
+
+
+def wrap_model(model: nn.Module, config: TrainConfig, info: DistInfo, device: torch.device) -> nn.Module:
+    """DDP across ranks, then torch.compile if asked (alignclip.models.base.unwrap undoes both)."""
+    if info.enabled:
+        model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if config.runtime.compile:
+        model = torch.compile(model)
+    return model

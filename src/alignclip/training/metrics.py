@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import warnings
 from pathlib import Path
 from typing import Any, Mapping
@@ -12,24 +11,9 @@ from typing import Any, Mapping
 import torch
 import torch.distributed as dist
 
-from alignclip.fileio import timestamp, unique_dir
-
 from .distributed import all_reduce, dist_ready
 
 METRICS_FILE = "metrics.jsonl"
-
-
-def new_run_dir(out_root: str | Path, name: str | None, method: str, preset: str) -> Path:
-    """A fresh run folder: `name` (must not hold a run yet), or `<timestamp>-<method>-<preset>` made unique."""
-    root = Path(out_root)
-    if name is not None:
-        run_dir = root / name
-        if run_dir.exists() and any(run_dir.iterdir()):
-            raise ValueError(f"run directory {run_dir} already exists; resume it with --resume latest "
-                             f"(and --set logging.name={name}), or pick another logging.name")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        return run_dir
-    return unique_dir(root, f"{timestamp()}-{method}-{Path(preset).stem}")
 
 
 def _jsonable(value: Any) -> Any:
@@ -137,15 +121,6 @@ def append_bad_samples(run_dir: Path, rank: int, step: int, bad: list[tuple[str,
     with open(run_dir / name, "a", encoding="utf-8") as f:
         for source, reason in bad:
             f.write(f"{step}\t{source}\t{' '.join(str(reason).split())}\n")
-
-
-def discard_if_unused(run_dir: Path) -> None:
-    """Remove a run folder that holds nothing worth keeping yet (no checkpoint, no logged step)."""
-    from alignclip.rundir import RunDir
-
-    logged = run_dir / METRICS_FILE
-    if RunDir(run_dir).latest is None and not (logged.is_file() and logged.stat().st_size > 0):
-        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:

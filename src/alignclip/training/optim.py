@@ -6,6 +6,8 @@ import math
 import torch
 from torch import nn
 
+from .config import TrainConfig
+
 # Parameters that act as lookup tables or positions rather than linear maps: decaying them only shrinks the input
 # signal (open_clip's "gain_or_bias_params" rule excludes them via ndim < 2 for the 1-D ones; the 2-D ones we name).
 EMBEDDING_NAMES = ("positional_embedding", "class_embedding", "token_embedding")
@@ -25,7 +27,7 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
 
 
-def build_optimizer(model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float],
+def create_optimizer(model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float],
                     eps: float) -> torch.optim.AdamW:
     groups = param_groups(model, weight_decay)
     try:  # the fused kernel is ~8x faster than the per-tensor loop on CPU (the 49k-row token table dominates)
@@ -69,3 +71,10 @@ class CosineSchedule:
 
     def load_state_dict(self, state: dict) -> None:
         """Nothing to restore: the lr is a function of the step alone."""
+
+
+def total_steps_of(config: TrainConfig, epoch_batches: int | None) -> int:
+    if config.optim.steps is None and epoch_batches is None:
+        raise ValueError(f"data {config.data.train!r} has no known length: set optim.steps, or data.num_samples "
+                         "(the samples per epoch)")
+    return config.optim.steps if config.optim.steps is not None else config.optim.epochs * epoch_batches

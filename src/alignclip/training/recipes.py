@@ -1,4 +1,4 @@
-"""`alignclip train --recipe NAME`: named layers of overrides (their place in the order: config.resolve_config).
+"""`alignclip train --recipe NAME`: named layers of overrides (their place in the order: resolve.resolve_config).
 
 All three post-train an already trained CLIP (model.init_from). Each recipe is a plain {"section.key": value}
 mapping, so reference_table() shows every recipe's settings next to the config reference."""

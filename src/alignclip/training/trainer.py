@@ -1,11 +1,13 @@
 """The training loop (open_clip's conventions: AdamW + cosine, logit-scale clamp, AMP, DDP, feature-cached
 accumulation) with exact resume, atomic checkpoints, signal handling and gap diagnostics in the progress bar.
-The parts are built by training/factory.py; this class keeps the loop, the state it checkpoints, and its checks."""
+The parts are built by plain functions of the config (objective.py, init_model.py, data.py, optim.py, precision.py,
+run_folder.py); this class keeps the loop, the state it checkpoints, and its checks. `train()`, the entry point
+that sets up and tears down the process group around a Trainer, is in launch.py."""
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -15,20 +17,21 @@ from alignclip.models.adapt import adapter_state, parameter_line
 from alignclip.models.base import unwrap
 from alignclip.rundir import RunDir
 
-from .checkpoint import (nonfinite_weights, resolve_resume, rng_state,
-                         save_training_checkpoint, set_rng_state)
-from .config import TrainConfig, from_dict, save_config
-from .data import TrainLoader, batches_per_epoch, build_train_dataset, check_skip_fraction
-from .distributed import (DistInfo, DistributedTimeout, all_reduce, barrier, cleanup_distributed, device_for_rank,
-                          dist_ready, env_info, first_line, init_distributed, is_timeout)
-from .factory import (beta_at, checked_resume_state, create_collate, create_loss, create_scaler, open_run_dir,
-                      resolve_precision, seed_everything, total_steps_of, wrap_model)
+from .checkpoint import checked_resume_state, nonfinite_weights, resolve_resume, save_training_checkpoint
+from .config import TrainConfig
+from .resolve import save_config
+from .data import TrainLoader, batches_per_epoch, check_skip_fraction, create_collate, create_train_dataset
+from .distributed import DistInfo, all_reduce, barrier
 from .health import CollapseWatch, fitted_warmup, run_length_notes
 from .heldout import HeldoutGuard
-from .init_model import build_run_model
-from .metrics import MetricsLogger, MetricsWindow, append_bad_samples, discard_if_unused, format_postfix
-from .optim import CosineSchedule, build_optimizer
+from .init_model import create_run_model, wrap_model
+from .metrics import MetricsLogger, MetricsWindow, append_bad_samples, format_postfix
+from .objective import beta_at, create_loss
+from .optim import CosineSchedule, create_optimizer, total_steps_of
+from .precision import create_scaler, resolve_precision
 from .result import NonFiniteLossError, TrainResult, summary_lines
+from .rng import rng_state, seed_everything, set_rng_state
+from .run_folder import discard_if_unused, open_run_dir
 from .semantic_features import CaptionFeatures
 from .signals import SignalCatcher
 from .step import StepRunner
@@ -49,10 +52,10 @@ class Trainer:
         state = checked_resume_state(c, resume_from, self.main) if resume_from is not None else None  # fail early
         seed_everything(c.runtime.seed)
         # Before the run folder: a bad init_from leaves none. The teacher: HyCD's frozen init_from, or None.
-        self.model, self.teacher = build_run_model(c, device, resume_from, state)
+        self.model, self.teacher = create_run_model(c, device, resume_from, state)
         self.loss_fn = create_loss(c, self.model.embed_dim, self.teacher, self.model)
-        self.optimizer = build_optimizer(self.model, c.optim.lr, c.optim.weight_decay, c.optim.betas, c.optim.eps)
-        self.dataset = dataset if dataset is not None else build_train_dataset(c, self.model.image_size, info)
+        self.optimizer = create_optimizer(self.model, c.optim.lr, c.optim.weight_decay, c.optim.betas, c.optim.eps)
+        self.dataset = dataset if dataset is not None else create_train_dataset(c, self.model.image_size, info)
         self.collate = create_collate(self.model)
         self.epoch_batches = batches_per_epoch(self.dataset, c)
         self.total_steps = total_steps_of(c, self.epoch_batches)
@@ -281,41 +284,3 @@ class Trainer:
         """training/heldout.py: rank 0 evaluates, logs heldout/... and keeps checkpoints/best; the others wait."""
         self.heldout.evaluate(unwrap(self.runner.model), self.step, self.device, self.run_dir, self.logger.log)
         barrier()
-
-
-def train(config: TrainConfig | Mapping[str, Any] | None = None,
-          dataset: torch.utils.data.Dataset | None = None) -> TrainResult:
-    """Train per `config` (a TrainConfig, a nested dict, or None for the defaults); `dataset` replaces data.train.
-
-    Under torchrun (or SLURM) every process calls this; the process group is set up and torn down here.
-    `resume` may be unresolved ("latest", a run folder): checkpoint.resolve_resume resolves it, and a
-    path the CLI already resolved passes through it unchanged.
-    """
-    if config is None:
-        config = TrainConfig()
-    elif isinstance(config, Mapping):
-        config = from_dict(config)
-    config.validate()
-    info = env_info()
-    device = device_for_rank(config.runtime.device, info)
-    if config.runtime.threads is not None:
-        torch.set_num_threads(config.runtime.threads)
-    init_distributed(info, device, config.runtime.dist_timeout_s)
-    ok, trainer = False, None
-    try:
-        trainer = Trainer(config, info, device, dataset)
-        result = trainer.run()
-        cleanup_distributed()  # its barrier may time out too
-        ok = True
-        return result
-    except RuntimeError as e:
-        if not is_timeout(e):
-            raise
-        raise DistributedTimeout(f"rank {info.rank}: another rank did not answer within runtime.dist_timeout_s="
-                                 f"{config.runtime.dist_timeout_s:g}s (stalled, crashed or unreachable); stopping: "
-                                 f"{first_line(e)}") from None
-    finally:
-        if trainer is not None and not ok:
-            trainer.discard_failed_start()
-        if not ok and dist_ready():
-            torch.distributed.destroy_process_group()  # no barrier: the other ranks may be gone already
