@@ -280,10 +280,10 @@ def check_full_size(names: list[str]) -> None:
         print(f"{name}: max |difference| of normalised features: image {image:.1e}, text {text:.1e}")
 
 
-if __name__ == "__main__":
+def main() -> None:
     if sys.argv[1:2] == ["--check"]:
         check_full_size(sys.argv[2:])
-        sys.exit(0)
+        return
     GOLDENS.mkdir(parents=True, exist_ok=True)
     register_golden_towers()
     write_zoo()
@@ -292,3 +292,7 @@ if __name__ == "__main__":
     for i, (family, (config, features)) in enumerate(everything.items()):
         if family in chosen:
             make_golden(family, config, features, seed=i)
+
+
+if __name__ == "__main__":
+    main()

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from posttrain_tables import COLUMNS, regime_tables  # noqa: E402
+from posttrain_tables import regime_tables  # noqa: E402
 
 # name -> (recipe, overrides); every run starts from the same base checkpoint with the same steps and batch.
 METHODS: dict[str, tuple[str, dict[str, Any]]] = {

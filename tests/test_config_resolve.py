@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from alignclip.cli import train as cli_train
-from alignclip.training import config as config_module
+from alignclip.training import resolve as config_module
 from alignclip.training.config import TrainConfig, reference_table
 from alignclip.training.recipes import RECIPES
 from alignclip.training.resolve import load_config, resolve_config

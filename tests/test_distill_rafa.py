@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from alignclip.losses import AlignCLIPLoss, ClipLoss, CompositeLoss, HyCDLoss, RaFALoss, accumulated_backward
+from alignclip.losses import AlignCLIPLoss, ClipLoss, CompositeLoss, HyCDLoss, MicroBatch, RaFALoss, accumulated_backward
 from alignclip.losses.distill import hycd_direction
 
 
@@ -154,7 +154,7 @@ def test_accumulation_with_teacher_and_rafa_equals_the_big_batch() -> None:
     assert not torch.equal(extra["rafa_reference"], loss_fn.prepare(data["images"], data["tokens"])["rafa_reference"])
     ref_loss, ref_grads = _reference_grads(loss_fn, extra)
     model = _Encoder()
-    micro = [{"images": data["images"][i:i + 2], "tokens": data["tokens"][i:i + 2]} for i in range(0, 8, 2)]
+    micro = [MicroBatch(data["images"][i:i + 2], data["tokens"][i:i + 2]) for i in range(0, 8, 2)]
     import functools
     terms, _ = accumulated_backward(model, functools.partial(loss_fn, **extra), micro,
                                     outputs=loss_fn.model_outputs)

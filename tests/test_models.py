@@ -32,7 +32,10 @@ def test_shapes_and_normalisation(arch: str) -> None:
     assert torch.allclose(out["text_features"].norm(dim=-1), torch.ones(5), atol=1e-5)
     assert out["logit_scale"].item() == pytest.approx(1 / 0.07, rel=1e-5)
     assert model.encode_image(images, normalize=False).norm(dim=-1).std() > 0  # really unnormalised
-    assert set(out) == {"image_features", "text_features", "logit_scale"}  # pure: diagnostics are the step's
+    # pure: the gap diagnostics are the step's; the unnormalised projections feed RaFA, the bias a sigmoid loss
+    assert set(out) == {"image_features", "text_features", "logit_scale", "logit_bias", "image_unnormalized",
+                        "text_unnormalized"}
+    assert out["logit_bias"] is None  # a CLIP has no logit bias
     with torch.no_grad():
         model.logit_scale.fill_(10.0)
     assert model(images, tokens)["logit_scale"].item() == pytest.approx(100.0)
