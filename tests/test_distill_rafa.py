@@ -3,7 +3,6 @@ two processes give the one-process, whole-batch loss and gradient."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +10,7 @@ import torch.nn.functional as F
 
 from alignclip.losses import AlignCLIPLoss, ClipLoss, CompositeLoss, HyCDLoss, MicroBatch, RaFALoss, accumulated_backward
 from alignclip.losses.distill import hycd_direction
+from conftest import gloo_loss_and_grads
 
 
 def _features(n: int = 6, d: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,43 +163,24 @@ def test_accumulation_with_teacher_and_rafa_equals_the_big_batch() -> None:
         assert torch.allclose(p.grad, ref_grads[n], atol=1e-5, rtol=1e-4), n
 
 
-def _ddp_worker(rank: int, world: int, store: str, result: str) -> None:
-    import torch.distributed as dist
+def _ddp_step(rank: int, world: int) -> tuple[torch.Tensor, torch.nn.Module]:
     from torch.nn.parallel import DistributedDataParallel as DDP
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
-    torch.set_num_threads(1)
-    try:
-        loss_fn, data = _composite(rafa=False), _data()
-        extra = loss_fn.prepare(data["images"], data["tokens"])
-        model = DDP(_Encoder())
-        shard = {k: v.chunk(world)[rank] for k, v in {**data, "dist_image_features": extra["dist_image_features"],
-                                                       "dist_text_features": extra["dist_text_features"]}.items()}
-        out = model(shard["images"], shard["tokens"])
-        terms = loss_fn(out["image_features"], out["text_features"], out["logit_scale"],
-                        dist_image_features=shard["dist_image_features"],
-                        dist_text_features=shard["dist_text_features"], dist_logit_scale=extra["dist_logit_scale"])
-        terms["loss"].backward()
-        loss = terms["loss"].detach().clone()
-        dist.all_reduce(loss)
-        if rank == 0:
-            torch.save((loss.item() / world, {n: p.grad.clone() for n, p in model.module.named_parameters()}), result)
-        dist.barrier()
-        Path(f"{result}.done{rank}").touch()
-    finally:
-        dist.destroy_process_group()
+    loss_fn, data = _composite(rafa=False), _data()
+    extra = loss_fn.prepare(data["images"], data["tokens"])
+    model = DDP(_Encoder())
+    shard = {k: v.chunk(world)[rank] for k, v in {**data, "dist_image_features": extra["dist_image_features"],
+                                                   "dist_text_features": extra["dist_text_features"]}.items()}
+    out = model(shard["images"], shard["tokens"])
+    terms = loss_fn(out["image_features"], out["text_features"], out["logit_scale"],
+                    dist_image_features=shard["dist_image_features"],
+                    dist_text_features=shard["dist_text_features"], dist_logit_scale=extra["dist_logit_scale"])
+    terms["loss"].backward()
+    return terms["loss"], model
 
 
 @pytest.mark.slow
 def test_hycd_on_two_gloo_processes_equals_one_process(tmp_path) -> None:
-    import torch.multiprocessing as mp
-    result = str(tmp_path / "rank0.pt")
-    try:
-        mp.start_processes(_ddp_worker, args=(2, str(tmp_path / "store"), result), nprocs=2, join=True,
-                           start_method="spawn")
-    except mp.ProcessExitedException:
-        if not all(Path(f"{result}.done{r}").is_file() for r in range(2)):  # gloo teardown noise after the work
-            raise
-    loss, grads = torch.load(result)
+    loss, grads = gloo_loss_and_grads(_ddp_step, (), tmp_path)
     loss_fn, data = _composite(rafa=False), _data()
     ref_loss, ref_grads = _reference_grads(loss_fn, loss_fn.prepare(data["images"], data["tokens"]))
     assert loss == pytest.approx(ref_loss, rel=1e-5)

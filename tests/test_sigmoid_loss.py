@@ -3,7 +3,6 @@ gloo processes against one process holding the doubled batch."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +10,7 @@ import torch.nn.functional as F
 
 from alignclip.losses import ClipLoss, MicroBatch, SigLipLoss, accumulated_backward
 from alignclip.losses.sigmoid_loss import INIT_LOGIT_BIAS, INIT_LOGIT_SCALE
+from conftest import gloo_loss_and_grads
 
 
 def _features(n: int = 6, d: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -132,43 +132,23 @@ def test_gradient_accumulation_equals_big_batch() -> None:
         assert torch.allclose(p.grad, ref_grads[n], atol=1e-6, rtol=1e-5), n
 
 
-def _ddp_worker(rank: int, world: int, store: str, name: str, local_loss: bool, result: str) -> None:
-    import torch.distributed as dist
+def _ddp_step(rank: int, world: int, name: str, local_loss: bool) -> tuple[torch.Tensor, torch.nn.Module]:
     from torch.nn.parallel import DistributedDataParallel as DDP
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
-    torch.set_num_threads(1)
-    try:
-        model = DDP(_BiasEncoder())  # find_unused_parameters off: an unused logit_bias would fail the 2nd step
-        data = {k: v.chunk(world)[rank] for k, v in _data().items()}
-        for _ in range(2):
-            model.zero_grad()
-            out = model(data["images"], data["tokens"])
-            terms = LOSSES[name](local_loss)(out["image_features"], out["text_features"], out["logit_scale"],
-                                             logit_bias=out["logit_bias"])
-            terms["loss"].backward()
-        loss = terms["loss"].detach().clone()
-        dist.all_reduce(loss)  # the mean over ranks is the global loss (also with local_loss)
-        if rank == 0:
-            torch.save((loss.item() / world, {n: p.grad.clone() for n, p in model.module.named_parameters()}),
-                       result)
-        dist.barrier()  # tear down together (see test_losses)
-        Path(f"{result}.done{rank}").touch()
-    finally:
-        dist.destroy_process_group()
+    model = DDP(_BiasEncoder())  # find_unused_parameters off: an unused logit_bias would fail the 2nd step
+    data = {k: v.chunk(world)[rank] for k, v in _data().items()}
+    for _ in range(2):
+        model.zero_grad()
+        out = model(data["images"], data["tokens"])
+        terms = LOSSES[name](local_loss)(out["image_features"], out["text_features"], out["logit_scale"],
+                                         logit_bias=out["logit_bias"])
+        terms["loss"].backward()
+    return terms["loss"], model
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name,local_loss", [("sigmoid", False), ("sigmoid", True), ("infonce", False)])
 def test_two_process_gloo_equals_one_process_with_the_doubled_batch(name: str, local_loss: bool, tmp_path) -> None:
-    import torch.multiprocessing as mp
-    result = str(tmp_path / "rank0.pt")
-    try:
-        mp.start_processes(_ddp_worker, args=(2, str(tmp_path / "store"), name, local_loss, result), nprocs=2,
-                           join=True, start_method="spawn")
-    except mp.ProcessExitedException:
-        if not all(Path(f"{result}.done{r}").is_file() for r in range(2)):  # only gloo's own teardown is forgiven
-            raise
-    loss, grads = torch.load(result)
+    loss, grads = gloo_loss_and_grads(_ddp_step, (name, local_loss), tmp_path)
     ref_loss, ref_grads = _full_batch_grads(name)
     assert loss == pytest.approx(ref_loss, rel=1e-5)
     assert grads["logit_bias"].abs().item() > 0 if name == "sigmoid" else grads["logit_bias"].abs().item() < 1e-6
