@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from posttrain_tables import cell, value  # noqa: E402  (the same mean ± std cells and metric look-up)
 
 SCRATCH = {"clip": ["--preset", "tiny"], "siglip": ["--preset", "tiny-siglip"],
            "clip-sigmoid": ["--preset", "tiny", "--loss", "sigmoid"]}
@@ -69,15 +71,6 @@ def run_one(name: str, seed: int, a: argparse.Namespace, split) -> None:  # spli
     print(f"done: {run.name}", flush=True)
 
 
-def value(document: dict, task: str, key: str) -> float:
-    return next(r["metrics"][key] for r in document["results"] if r["task"] == task)
-
-
-def cell(values: list[float], sign: str = "") -> str:
-    sd = statistics.stdev(values) if len(values) > 1 else float("nan")
-    return f"{statistics.mean(values):{sign}.3f} ± {sd:.3f}"
-
-
 def tables(evals: Path, seeds: list[int]) -> str:
     names = [*SCRATCH, *POST]
     docs = {(n, s): json.loads((evals / f"{n}-s{s}" / "metrics.json").read_text()) for n in names for s in seeds}
@@ -85,13 +78,13 @@ def tables(evals: Path, seeds: list[int]) -> str:
     rule = "|---" * (len(COLUMNS) + 1) + "|"
     lines = [f"| model ({len(seeds)} seeds) | {header} |", rule]
     for name in names:
-        lines.append(f"| {name} | " + " | ".join(cell([value(docs[name, s], *c[1:]) for s in seeds])
+        lines.append(f"| {name} | " + " | ".join(cell([value(docs[name, s], c[1], None, c[2]) for s in seeds])
                                                   for c in COLUMNS) + " |")
     lines += ["", f"| paired difference ({len(seeds)} seeds) | {header} |", rule]
     for label, a, b in DIFFERENCES:
         lines.append(f"| {label} | " + " | ".join(
-            cell([value(docs[a, s], *c[1:]) - value(docs[b, s], *c[1:]) for s in seeds], "+") for c in COLUMNS)
-            + " |")
+            cell([value(docs[a, s], c[1], None, c[2]) - value(docs[b, s], c[1], None, c[2]) for s in seeds], "+")
+            for c in COLUMNS) + " |")
     return "\n".join(lines)
 
 
