@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from alignclip.losses import AlignCLIPLoss, ClipLoss, CompositeLoss, HyCDLoss, MicroBatch, RaFALoss, accumulated_backward
+from alignclip.losses import (AlignCLIPLoss, ClipLoss, CompositeLoss, HyCDLoss, MicroBatch, RaFALoss,
+                              accumulated_backward)
 from alignclip.losses.distill import hycd_direction
 from conftest import gloo_loss_and_grads
 

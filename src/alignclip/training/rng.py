@@ -1,5 +1,6 @@
 """Every random generator a run draws from (Python, NumPy, torch CPU and CUDA): seeded once at the start, and its
-state saved in each checkpoint and restored on resume, so a resumed run draws exactly what the uninterrupted one would."""
+state saved in each checkpoint and restored on resume, so a resumed run draws exactly what the uninterrupted one
+would."""
 from __future__ import annotations
 
 import random

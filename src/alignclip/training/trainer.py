@@ -19,7 +19,6 @@ from alignclip.rundir import RunDir
 
 from .checkpoint import checked_resume_state, nonfinite_weights, resolve_resume, save_training_checkpoint
 from .config import TrainConfig
-from .resolve import save_config
 from .data import TrainLoader, batches_per_epoch, check_skip_fraction, create_collate, create_train_dataset
 from .distributed import DistInfo, all_reduce, barrier
 from .health import CollapseWatch, fitted_warmup, run_length_notes
@@ -29,6 +28,7 @@ from .metrics import MetricsLogger, MetricsWindow, append_bad_samples, format_po
 from .objective import beta_at, create_loss
 from .optim import CosineSchedule, create_optimizer, total_steps_of
 from .precision import create_scaler, resolve_precision
+from .resolve import save_config
 from .result import NonFiniteLossError, TrainResult, summary_lines
 from .rng import rng_state, seed_everything, set_rng_state
 from .run_folder import discard_if_unused, open_run_dir
@@ -75,7 +75,8 @@ class Trainer:
                                                    self.total_steps - self.step) if c.method == "alignclip" else None
         # The run folder comes last, once everything that can reject the settings has run: a failed start leaves none.
         self.new_run = resume_from is None
-        self.run_dir = open_run_dir(c, self.main) if self.new_run else RunDir.of_checkpoint(resume_from).root  # type: ignore
+        self.run_dir = (open_run_dir(c, self.main) if self.new_run
+                        else RunDir.of_checkpoint(resume_from).root)  # type: ignore[union-attr]
         try:
             if self.main:
                 save_config(c, self.run_dir / "config.yaml")
